@@ -1,0 +1,226 @@
+"""Load a base text-to-image model's components: an HF repo id (from the local cache only),
+a local diffusers folder, or a built-in (`tiny`, `toy`).
+
+lamp never downloads weights at run time: a base that is not on disk raises `BaseModelMissing`
+with the `hf download ...` command that fetches it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BaseModelMissing, InvalidInput
+
+log = logging.getLogger("lamp")
+
+BUILTIN_BASES = ("tiny", "toy")
+
+
+@dataclass
+class BaseComponents:
+    """Everything lamp needs from a base model; loaded once per process and shared."""
+
+    spec: str  # what the user asked for: repo id, folder, "tiny" or "toy"
+    path: Path  # the diffusers folder it was loaded from
+    unet: Any  # diffusers UNet2DConditionModel (2-D, frozen)
+    vae: Any  # diffusers AutoencoderKL
+    text_encoder: Any  # transformers CLIPTextModel
+    tokenizer: Any  # transformers CLIPTokenizer
+    scheduler_config: dict[str, Any]  # the base's scheduler config (DDIM/DDPM are built from it)
+    fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def ddim(self):
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(self.scheduler_config)
+
+    def ddpm(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    def encode_prompt(self, prompts: list[str]):
+        """Text embeddings (N×77×D) from the frozen encoder, padded to the tokenizer's length."""
+        import torch
+
+        tok = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self.text_encoder.parameters()).device
+        with torch.no_grad():
+            return self.text_encoder(tok.input_ids.to(device))[0]
+
+
+def builtin_dir(name: str) -> Path:
+    """Where a built-in base lives on disk (`tiny` is created on first use)."""
+    if name == "toy":
+        return Path(__file__).resolve().parent.parent / "toy" / "base"
+    if name == "tiny":
+        from ..settings import lamp_home
+
+        return lamp_home() / "bases" / "tiny"
+    raise KeyError(name)
+
+
+def _ensure_tiny(folder: Path) -> Path:
+    if (folder / "model_index.json").exists():
+        return folder
+    import shutil
+    import tempfile
+
+    from ..testing import save_tiny_base
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    try:
+        save_tiny_base(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process won the race; theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def resolve_base_path(spec: str) -> Path:
+    """The local diffusers folder for a base spec, or `BaseModelMissing`."""
+    if spec == "tiny":
+        return _ensure_tiny(builtin_dir("tiny"))
+    if spec == "toy":
+        folder = builtin_dir("toy")
+        if not (folder / "unet").exists():
+            raise BaseModelMissing("toy", "the toy base is not part of this installation")
+        return folder
+    p = Path(spec).expanduser()
+    if p.exists():
+        if not (p / "unet").is_dir():
+            raise InvalidInput(
+                f"{p} is not a diffusers model folder (no unet/ inside)",
+                hint="pass the folder that holds unet/, vae/, text_encoder/, tokenizer/",
+            )
+        return p
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise BaseModelMissing(spec, "no such folder, and not a Hugging Face repo id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(spec, local_files_only=True)
+    except Exception as e:  # LocalEntryNotFoundError and friends
+        raise BaseModelMissing(spec, "not in the local Hugging Face cache") from e
+    return Path(local)
+
+
+def _subfolder_files(folder: Path) -> dict[str, Path]:
+    return {sub: folder / sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
+
+
+def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None) -> BaseComponents:
+    """Load a base model's UNet, VAE, text encoder, tokenizer and scheduler config.
+
+    `spec`: "tiny", "toy", a local diffusers folder, or an HF repo id present in the local cache.
+    All modules are frozen (eval mode, no grad) and moved to `device`/`dtype`.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    quiet_hf_progress()
+    folder = resolve_base_path(spec)
+    subs = _subfolder_files(folder)
+    missing = [name for name, p in subs.items() if name != "scheduler" and not p.exists()]
+    if missing:
+        raise BaseModelMissing(spec, f"missing {', '.join(missing)} in {folder}")
+    dtype = dtype or torch.float32
+    kw = {"local_files_only": True}
+    unet = UNet2DConditionModel.from_pretrained(subs["unet"], torch_dtype=dtype, **kw)
+    vae = AutoencoderKL.from_pretrained(subs["vae"], torch_dtype=dtype, **kw)
+    text_encoder = CLIPTextModel.from_pretrained(subs["text_encoder"], torch_dtype=dtype, **kw)
+    tokenizer = CLIPTokenizer.from_pretrained(subs["tokenizer"], **kw)
+    sched_file = subs["scheduler"] / "scheduler_config.json"
+    if sched_file.exists():
+        scheduler_config = json.loads(sched_file.read_text())
+    else:
+        from ..testing import SD_SCHEDULER_CONFIG
+
+        log.warning("no scheduler config in %s; using SD-1.4's", folder)
+        scheduler_config = dict(SD_SCHEDULER_CONFIG)
+    for m in (unet, vae, text_encoder):
+        m.requires_grad_(False)
+        m.eval()
+        m.to(device)
+    return BaseComponents(
+        spec=spec,
+        path=folder,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler_config=scheduler_config,
+        fingerprint=fingerprint(unet),
+    )
+
+
+def quiet_hf_progress() -> None:
+    """Turn off diffusers'/transformers' own tqdm bars: lamp draws one bar of its own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def fingerprint(unet: Any) -> str:
+    """A stable short hash of a 2-D UNet: its architecture config and a sample of its weights.
+
+    Two loads of the same checkpoint give the same fingerprint on any device and dtype
+    (weights are sampled in float32 and rounded to fp16 precision); another fine-tune differs.
+    """
+    import torch
+
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(unet.state_dict().items()):
+        # Only base tensors: keys the inflation adds would change the fingerprint of the same base.
+        if any(part in name for part in ("conv1d", "conv_gate", "attn_temp", "norm_temp")):
+            continue
+        name = name.replace(".conv2d.", ".")
+        flat = tensor.detach().reshape(-1)
+        idx = torch.linspace(0, flat.numel() - 1, steps=min(16, flat.numel())).long()
+        sample = flat[idx.to(flat.device)].float().cpu().to(torch.float16)
+        h.update(name.encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def architecture_of(unet_config: dict[str, Any]) -> str:
+    """lamp's name for a UNet architecture family (adapters only apply within one)."""
+    cross = unet_config.get("cross_attention_dim")
+    blocks = tuple(unet_config.get("block_out_channels", ()))
+    if cross == 768 and blocks == (320, 640, 1280, 1280):
+        return "sd1-unet"
+    return "unet2d-" + hashlib.sha256(
+        json.dumps({"blocks": list(blocks), "cross": cross, "layers": unet_config.get("layers_per_block")}).encode()
+    ).hexdigest()[:8]
