@@ -12,12 +12,15 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import InvalidInput
+from .errors import IncompatibleAdapter, InvalidInput
+
+log = logging.getLogger("lamp")
 
 FORMAT_VERSION = "1"
 DELTA_SUFFIX = ".delta"
@@ -209,3 +212,191 @@ def read_header(path: str | Path) -> dict[str, Any]:
         if len(prefix) == 8 and n <= min(MAX_HEADER_BYTES, total - 8):
             prefix += f.read(n)
     return read_header_bytes(prefix, what=str(path), total=total)
+
+
+# --- a motion adapter and the video UNet: extract, apply, blend ---------------------------------
+#
+# What an adapter holds (DESIGN §4): the tensors of every module the inflation added (conv1d,
+# conv_gate, attn_temp, norm_temp) as they are, and for the pretrained weights LAMP tunes
+# (attn1.to_q) the difference tuned − base under `<key>.delta`. Applying sets the added modules to
+# the adapter's tensors and attn1.to_q to base + delta. Blending several adapters with weights wᵢ
+# is task arithmetic: deltas and added weights add linearly (Σ wᵢ·tensorᵢ, attn1.to_q = base +
+# Σ wᵢ·deltaᵢ), except norm_temp, which takes the weighted average (Σ |wᵢ|·tᵢ / Σ |wᵢ|) so a
+# LayerNorm's scale is never shrunk by a weight; LAMP keeps norm_temp frozen at the identity, so
+# in practice it is the identity whatever the weights.
+
+
+def _video_parts(video_unet: Any) -> Any:
+    """The inflated diffusers UNet inside a VideoUNet (or the inflated UNet itself)."""
+    return getattr(video_unet, "unet", video_unet)
+
+
+def adapter_keys(video_unet: Any) -> list[str]:
+    """The tensor keys an adapter for this video UNet holds, sorted."""
+    from .models.video_unet import is_added_key, is_tuned_base_key
+
+    keys = []
+    for name, _ in _video_parts(video_unet).named_parameters():
+        if is_added_key(name):
+            keys.append(name)
+        elif is_tuned_base_key(name):
+            keys.append(name + DELTA_SUFFIX)
+    return sorted(keys)
+
+
+def extract(
+    video_unet: Any,
+    base_unet: Any = None,
+    *,
+    dtype: Any = None,
+    metadata: dict[str, str] | None = None,
+) -> MotionAdapter:
+    """The motion adapter of a (trained) video UNet: added modules' tensors plus tuned − base.
+
+    `base_unet`: the 2-D base UNet the video UNet was inflated from (or None: the copy of the base
+    attn1.to_q weights the VideoUNet kept when it was inflated). `dtype`: of the stored tensors
+    (default fp16; differences are computed in fp32 first). `metadata`: a `make_metadata(...)` header.
+    """
+    import torch
+
+    from .models.base import architecture_of
+    from .models.video_unet import is_added_key, is_tuned_base_key
+
+    dtype = torch.float16 if dtype is None else dtype
+    unet = _video_parts(video_unet)
+    if base_unet is None:
+        base = getattr(video_unet, "base_to_q", None)
+        if base is None:
+            raise ValueError("extract needs the base UNet (or a VideoUNet, which keeps its base attn1.to_q)")
+    else:
+        base = dict(_video_parts(base_unet).named_parameters())
+    tensors = {}
+    for name, p in unet.named_parameters():
+        if is_added_key(name):
+            tensors[name] = p.detach().to("cpu", dtype, copy=True)
+        elif is_tuned_base_key(name):
+            if name not in base or tuple(base[name].shape) != tuple(p.shape):
+                raise IncompatibleAdapter(
+                    f"the base UNet has no tensor '{name}' of shape {tuple(p.shape)}",
+                    hint="pass the 2-D base UNet this video UNet was inflated from",
+                )
+            ref = base[name].detach().to("cpu", torch.float32)
+            tensors[name + DELTA_SUFFIX] = (p.detach().to("cpu", torch.float32) - ref).to(dtype)
+    md = dict(metadata or {})
+    md.setdefault("lamp.architecture", architecture_of(dict(unet.config)))
+    return MotionAdapter(tensors=tensors, metadata=md)
+
+
+def _check_fits(adapter: MotionAdapter, expected: dict[str, tuple[int, ...]], architecture: str) -> None:
+    what = f"motion '{adapter.name}'" if adapter.name else "the motion adapter"
+    if adapter.architecture and adapter.architecture != architecture:
+        raise IncompatibleAdapter(
+            f"{what} was trained for a '{adapter.architecture}' UNet; this base is '{architecture}'",
+            hint="use a base of the architecture the motion was trained on, or retrain it on this base",
+        )
+    missing = sorted(set(expected) - set(adapter.tensors))
+    extra = sorted(set(adapter.tensors) - set(expected))
+    if missing or extra:
+        key, problem = (missing[0], "lacks") if missing else (extra[0], "has an unexpected")
+        more = len(missing) + len(extra) - 1
+        raise IncompatibleAdapter(
+            f"{what} {problem} tensor '{key}'" + (f" (and {more} more mismatched keys)" if more else ""),
+            hint="the adapter was made for another model layout; retrain it on this base",
+        )
+    for key, shape in expected.items():
+        got = tuple(adapter.tensors[key].shape)
+        if got != shape:
+            raise IncompatibleAdapter(
+                f"{what}: tensor '{key}' has shape {list(got)}, this model needs {list(shape)}",
+                hint="the adapter was made for another model size; retrain it on this base",
+            )
+
+
+def _blend_list(adapters: Any, weight: float) -> list[tuple[MotionAdapter, float]]:
+    if isinstance(adapters, MotionAdapter):
+        return [(adapters, float(weight))]
+    items = [(a, float(w) * float(weight)) for a, w in adapters]
+    if not items:
+        raise InvalidInput("no motion adapters to apply")
+    return items
+
+
+def apply(
+    adapters: MotionAdapter | list[tuple[MotionAdapter, float]],
+    video_unet: Any,
+    weight: float = 1.0,
+    *,
+    base_fingerprint: str | None = None,
+) -> None:
+    """Set a VideoUNet's motion to one adapter (scaled by `weight`) or a weighted blend.
+
+    Every call starts from the base (the attn1.to_q weights kept at inflation), so applying again,
+    or another adapter, replaces the previous motion. With a list of (adapter, wᵢ), `weight`
+    scales every wᵢ. Raises IncompatibleAdapter (naming the key) when an adapter's architecture,
+    keys or shapes do not fit; warns when it was trained on a base with another fingerprint.
+    """
+    import torch
+
+    from .models.base import architecture_of
+
+    items = _blend_list(adapters, weight)
+    unet = _video_parts(video_unet)
+    params = dict(unet.named_parameters())
+    expected = {k: tuple(params[k.removesuffix(DELTA_SUFFIX)].shape) for k in adapter_keys(unet)}
+    architecture = architecture_of(dict(unet.config))
+    for adapter, _ in items:
+        _check_fits(adapter, expected, architecture)
+        trained_on = adapter.base.get("fingerprint")
+        if base_fingerprint and trained_on and trained_on != base_fingerprint:
+            log.warning(
+                "motion '%s' was trained on base %s (fingerprint %s); applying it to base fingerprint %s",
+                adapter.name or "?",
+                adapter.base.get("spec", "?"),
+                trained_on,
+                base_fingerprint,
+            )
+    base_to_q = getattr(video_unet, "base_to_q", None)
+    if base_to_q is None:
+        raise ValueError("apply needs a VideoUNet (it keeps the base attn1.to_q weights)")
+    total_abs = sum(abs(w) for _, w in items)
+    with torch.no_grad():
+        for key in expected:
+            p = params[key.removesuffix(DELTA_SUFFIX)]
+            acc = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+            if key.endswith(DELTA_SUFFIX):
+                acc += base_to_q[key.removesuffix(DELTA_SUFFIX)].to(p.device, torch.float32)
+                for adapter, w in items:
+                    acc += w * adapter.tensors[key].to(p.device, torch.float32)
+            elif ".norm_temp." in f".{key}":
+                if total_abs == 0:
+                    acc += 1.0 if key.endswith(".weight") else 0.0  # the identity LayerNorm
+                for adapter, w in items:
+                    acc += (abs(w) / (total_abs or 1.0)) * adapter.tensors[key].to(p.device, torch.float32)
+            else:
+                for adapter, w in items:
+                    acc += w * adapter.tensors[key].to(p.device, torch.float32)
+            p.copy_(acc)
+    if hasattr(video_unet, "motions"):
+        video_unet.motions = [(a.name, w) for a, w in items]
+
+
+def reset_motion(video_unet: Any) -> None:
+    """Return a VideoUNet to no motion: every added layer the identity, attn1.to_q the base.
+
+    conv1d, conv_gate and attn_temp's output projection are zeroed and norm_temp is the identity
+    LayerNorm; attn_temp's q/k/v are left as they are (the zero output makes them irrelevant, and
+    zeroing them too would leave no gradient to train from).
+    """
+    import torch
+
+    unet = _video_parts(video_unet)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            path = f".{name}"
+            if ".conv1d." in path or ".conv_gate." in path or ".attn_temp.to_out." in path:
+                p.zero_()
+            elif ".norm_temp." in path:
+                p.fill_(1.0 if name.endswith(".weight") else 0.0)
+            elif name in video_unet.base_to_q:
+                p.copy_(video_unet.base_to_q[name])
+    video_unet.motions = []

@@ -91,7 +91,11 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
     if isinstance(default, bool) or raw is None:
         return raw
     try:
+        if isinstance(raw, (bool, dict, list)):  # TOML `true` would silently become 1, a table a string
+            raise TypeError
         if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(raw, float) and not raw.is_integer():  # int(16.5) would silently truncate
+                raise ValueError
             return int(raw)
         if isinstance(default, float):
             return float(raw)

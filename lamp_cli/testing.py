@@ -176,3 +176,54 @@ def save_components(components: dict[str, Any], folder: str | Path) -> Path:
 def save_tiny_base(folder: str | Path, seed: int = 0) -> Path:
     """Build the tiny base and save it in diffusers layout; returns the folder."""
     return save_components(tiny_components(seed), folder)
+
+
+# A tiny CLIP (text + vision towers) for `lamp eval` tests: same tokenizer, 32×32 images.
+TINY_CLIP_VISION_CONFIG: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
+def save_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A seeded random CLIPModel + tokenizer + image processor saved as a transformers folder."""
+    import torch
+    from transformers import AutoImageProcessor, CLIPConfig, CLIPModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    text_config = {
+        "vocab_size": len(tokenizer.get_vocab()),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        **TINY_TEXT_CONFIG,
+    }
+    text_config.pop("projection_dim")
+    config = CLIPConfig(text_config=text_config, vision_config=TINY_CLIP_VISION_CONFIG, projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    # Built from a config dict so that no hub lookup happens; shortest edge 32, 32×32 center crop.
+    processor_config = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 32},
+        "resample": 3,
+        "do_center_crop": True,
+        "crop_size": {"height": 32, "width": 32},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "do_convert_rgb": True,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config, indent=2))
+    AutoImageProcessor.from_pretrained(folder, local_files_only=True)  # fail here, not in a test, if unreadable
+    return folder

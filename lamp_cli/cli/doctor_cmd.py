@@ -1,9 +1,248 @@
-"""Placeholder: commands of this group are not built yet."""
+"""`lamp doctor`: what lamp sees of this machine, its settings, its models and its registry.
+
+Everything is read locally; nothing is downloaded. torch is imported inside the command only.
+"""
 
 from __future__ import annotations
 
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from ..errors import LampError
+from .render import emit_json, out_console, setup_logging
+
+PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "huggingface-hub",
+    "imageio",
+    "imageio-ffmpeg",
+    "typer",
+    "rich",
+)
+
+# Which file marks a model as usable in a local snapshot, per role.
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _devices() -> dict[str, Any]:
+    info: dict[str, Any] = {"cuda": False, "mps": False, "gpus": [], "selected": "cpu", "error": None}
+    try:
+        import torch
+    except Exception as e:  # a broken torch install is exactly what doctor should report
+        info["error"] = f"cannot import torch: {e}"
+        return info
+    try:
+        info["cuda"] = bool(torch.cuda.is_available())
+        if info["cuda"]:
+            for i in range(torch.cuda.device_count()):
+                props = torch.cuda.get_device_properties(i)
+                gpu = {
+                    "index": i,
+                    "name": props.name,
+                    "memory_total": int(props.total_memory),
+                    "memory_free": None,
+                }
+                try:
+                    gpu["memory_free"] = int(torch.cuda.mem_get_info(i)[0])
+                except Exception:  # some drivers refuse mem_get_info; the total is still useful
+                    pass
+                info["gpus"].append(gpu)
+        mps = getattr(torch.backends, "mps", None)
+        info["mps"] = bool(mps is not None and mps.is_available())
+    except Exception as e:
+        info["error"] = f"device query failed: {e}"
+    info["selected"] = "cuda" if info["cuda"] else "mps" if info["mps"] else "cpu"
+    return info
+
+
+def _device_report(setting: Any) -> dict[str, Any]:
+    dev = _devices()
+    dev["setting"] = setting
+    if setting not in (None, "auto"):  # an explicit setting wins over what auto would pick
+        dev["selected"] = str(setting)
+    return dev
+
+
+def _has_weights(folder: Path, sub: str | None) -> bool:
+    where = folder / sub if sub else folder
+    return where.is_dir() and any(any(where.glob(g)) for g in _WEIGHT_GLOBS)
+
+
+def model_status(role: str, spec: str, *, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """Whether the model `spec` is available locally (built-in, folder, or HF cache); never downloads."""
+    out: dict[str, Any] = {"role": role, "spec": spec, "available": False, "path": None, "detail": ""}
+    sub = "unet" if role in ("base", "first_frame_model") else None
+    if spec in ("tiny", "toy"):
+        from ..models.base import builtin_dir
+
+        folder = builtin_dir(spec)
+        out["path"] = str(folder)
+        if spec == "tiny":
+            out.update(available=True, detail="built-in (random weights, for tests and smoke runs)")
+        else:
+            out.update(available=(folder / "unet").is_dir(), detail="built-in toy base")
+        return out
+    p = Path(spec).expanduser()
+    if p.exists():
+        out.update(path=str(p), available=_has_weights(p, sub), detail="local folder")
+        if not out["available"]:
+            out["detail"] = f"local folder without weights{' in ' + sub + '/' if sub else ''}"
+        return out
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(spec, local_files_only=True, cache_dir=cache_dir))
+    except Exception:  # LocalEntryNotFoundError, bad repo id, ...
+        out["detail"] = f"not in the local Hugging Face cache; `hf download {spec}` fetches it"
+        return out
+    out["path"] = str(folder)
+    out["available"] = _has_weights(folder, sub)
+    out["detail"] = "in the Hugging Face cache" if out["available"] else "in the cache, but without weights"
+    return out
+
+
+def collect() -> dict[str, Any]:
+    """Everything `lamp doctor` reports, as one JSON-able dict with stable keys."""
+    from .. import __version__, settings
+    from ..registry import Registry
+
+    cfg_path = settings.config_path()
+    config: dict[str, Any] = {"path": str(cfg_path), "exists": cfg_path.exists(), "error": None}
+    try:
+        resolved = settings.resolve_all()
+    except LampError as e:  # a broken config file: report it, show the rest without it
+        config["error"] = e.message
+        resolved = []
+        for key in settings.DEFAULTS:
+            try:
+                resolved.append(settings.resolve(key, config={}))
+            except LampError as e2:
+                resolved.append(settings.Resolved(key, None, f"error: {e2.message}"))
+    values = {r.key: r.value for r in resolved}
+
+    try:
+        import imageio_ffmpeg
+
+        ffmpeg: str | None = imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        ffmpeg = None
+
+    registry: dict[str, Any] = {"root": str(settings.lamp_home()), "motions": 0, "ok": True, "problems": []}
+    try:
+        reg = Registry()
+        registry["motions"] = len(reg.names())
+        registry["problems"] = [p.to_json() for p in reg.verify()]
+    except LampError as e:
+        registry["problems"].append({"name": "", "problem": e.message, "path": str(settings.lamp_home())})
+    registry["ok"] = not registry["problems"]
+
+    return {
+        "lamp": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "ffmpeg": ffmpeg,
+        "device": _device_report(values.get("device")),
+        "lamp_home": str(settings.lamp_home()),
+        "config": config,
+        "settings": [{"key": r.key, "value": r.value, "source": r.source} for r in resolved],
+        "models": [
+            model_status(role, str(values[role]))
+            for role in ("base", "first_frame_model", "clip_model")
+            if values.get(role) is not None
+        ],
+        "registry": registry,
+    }
+
+
+def _gb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1024**3:.1f} GiB"
+
+
+def render(report: dict[str, Any]) -> None:
+    def line(key: str, value: Any) -> None:
+        out_console.print(f"  {key:<20} {value}", highlight=False, soft_wrap=True)
+
+    def mark(ok: bool) -> str:
+        return "[green]ok[/green]" if ok else "[red]missing[/red]"
+
+    out_console.print("[bold]environment[/bold]")
+    line("lamp", report["lamp"])
+    line("python", f"{report['python']} ({report['platform']})")
+    for name, v in report["packages"].items():
+        line(name, v or "[red]not installed[/red]")
+    line("ffmpeg", report["ffmpeg"] or "[red]not found[/red] (video files cannot be written)")
+
+    dev = report["device"]
+    out_console.print("[bold]device[/bold]")
+    line("selected", f"{dev['selected']} (setting: {dev['setting']})")
+    for g in dev["gpus"]:
+        line(
+            f"cuda:{g['index']}", f"{g['name']}, {_gb(g['memory_total'])} total, {_gb(g['memory_free'])} free"
+        )
+    if not dev["cuda"]:
+        line("cuda", "not available")
+    if dev["error"]:
+        line("error", f"[red]{dev['error']}[/red]")
+
+    out_console.print("[bold]settings[/bold]")
+    line("LAMP_HOME", report["lamp_home"])
+    cfg = report["config"]
+    line("config file", f"{cfg['path']} ({'present' if cfg['exists'] else 'absent'})")
+    if cfg["error"]:
+        line("config error", f"[red]{cfg['error']}[/red]")
+    for s in report["settings"]:
+        line(s["key"], f"{s['value']}  [dim]({s['source']})[/dim]")
+
+    out_console.print("[bold]models[/bold]")
+    for m in report["models"]:
+        line(m["role"], f"{m['spec']}  {mark(m['available'])}  [dim]{m['detail']}[/dim]")
+
+    reg = report["registry"]
+    out_console.print("[bold]registry[/bold]")
+    line("root", reg["root"])
+    line("motions", reg["motions"])
+    if reg["ok"]:
+        line("health", "[green]ok[/green]")
+    for p in reg["problems"]:
+        line("problem", f"[red]{p['name']}: {p['problem']}[/red]")
+
+
+def cmd_doctor(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Check the environment: versions, devices, settings, local models, registry health.
+
+    Nothing is downloaded. Examples:
+
+      lamp doctor
+
+      lamp doctor --json
+    """
+    setup_logging()
+    report = collect()
+    if json_out:
+        emit_json(report)
+    else:
+        render(report)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    """Add `lamp doctor` to the app."""
+    app.command("doctor")(cmd_doctor)

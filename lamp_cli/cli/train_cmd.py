@@ -1,9 +1,118 @@
-"""Placeholder: commands of this group are not built yet."""
+"""`lamp train CLIPS --name NAME`: learn a motion from a handful of clips and publish it.
+
+Thin: parse, call `lamp_cli.train.train_motion`, render. torch is imported by the library
+only when the command runs.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
+
+from .render import emit_json, out_console, setup_logging
+
+
+class MixedPrecision(str, Enum):
+    auto = "auto"
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class AdapterDtype(str, Enum):
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+def cmd_train(
+    clips: str = typer.Argument(..., help="A folder of training videos (mp4, mov, webm, mkv, gif), or one video."),
+    name: str = typer.Option(..., "--name", "-n", help="Name of the motion in the registry."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", "-p", help="Prompt for every clip (default: the recipe's, <video>.txt captions, or the folder name)."
+    ),
+    recipe: str | None = typer.Option(None, "--recipe", help="A built-in recipe (`lamp recipes`) or a .toml file: prompt and defaults."),
+    base: str | None = typer.Option(None, "--base", help="Base model: HF repo id (local cache), folder, tiny or toy (default: setting 'base')."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (default: setting 'train_steps', 10000)."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames per training window (default: 16)."),
+    stride: int | None = typer.Option(None, "--stride", help="Take every STRIDE-th frame (default: 1)."),
+    width: int | None = typer.Option(None, "--width", help="Width in pixels, a multiple of 8 (default: 512)."),
+    height: int | None = typer.Option(None, "--height", help="Height in pixels, a multiple of 8 (default: 320)."),
+    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate (default: 3e-5)."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: a random one, printed and recorded)."),
+    mixed_precision: MixedPrecision | None = typer.Option(
+        None, "--mixed-precision", help="auto = bf16 (or fp16) on CUDA, none elsewhere (default: auto)."
+    ),
+    gradient_checkpointing: bool | None = typer.Option(
+        None,
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations to save memory (default: on for CUDA, off elsewhere).",
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", help="Save a resumable checkpoint every N steps; 0 = only on Ctrl-C (default: 1000)."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of NAME from its checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace a motion named NAME; discard an unfinished run's checkpoint."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: setting 'device', auto)."),
+    adapter_dtype: AdapterDtype | None = typer.Option(
+        None, "--adapter-dtype", help="dtype of the published adapter (default: fp16, about half the size of fp32)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Learn a motion from a handful of clips and publish it to the registry.
+
+    Examples:
+
+      lamp train ./horse_run --name horse-run
+
+      lamp train ./clips --name guitar --prompt "a man plays the guitar" --steps 5000
+
+      lamp train ./clips --name rain --recipe rain
+
+      lamp train ./horse_run --name horse-run --resume
+
+      accelerate launch -m lamp_cli train ./horse_run --name horse-run
+    """
+    from ..train import train_motion
+    from .render import RichReporter
+
+    setup_logging()
+    result = train_motion(
+        clips,
+        name,
+        base=base,
+        prompt=prompt,
+        recipe=recipe,
+        steps=steps,
+        frames=frames,
+        stride=stride,
+        width=width,
+        height=height,
+        lr=lr,
+        seed=seed,
+        mixed_precision=mixed_precision.value if mixed_precision is not None else None,
+        gradient_checkpointing=gradient_checkpointing,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        force=force,
+        device=device,
+        progress=RichReporter(),
+        adapter_dtype=adapter_dtype.value if adapter_dtype is not None else None,
+    )
+    if not result.is_main_process:
+        return  # under `accelerate launch`, only the main process reports
+    if json_out:
+        emit_json(result.to_json())
+        return
+    m = result.manifest
+    out_console.print(
+        f"published '{result.name}' ({m.id}, {m.size / 1e6:.1f} MB, {result.steps} steps, "
+        f"loss {result.final_loss:.4f}, {result.seconds:.0f} s, seed {result.seed})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this group's commands to the app."""
+    app.command("train")(cmd_train)

@@ -1,0 +1,1 @@
+"""The toy world and the toy base (see docs/toy.md)."""

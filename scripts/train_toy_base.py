@@ -1,0 +1,281 @@
+#!/usr/bin/env python
+"""Train the toy base (`--base toy`) on the toy world's images and captions, on CPU.
+
+    python scripts/train_toy_base.py                      # writes lamp_cli/toy/base/
+    python scripts/train_toy_base.py --out /tmp/toy --unet-steps 200   # a quick smoke run
+
+Seeded and single-threaded, so the same command gives the same weights on the same software.
+Three stages:
+  1. a small AutoencoderKL (64×64 RGB -> 4×16×16, downsampling 4) learns to reconstruct the
+     world's images (MSE + a small KL term that keeps its latents near the origin);
+  2. every training image is encoded once (posterior mean) and the latents' std sets the VAE's
+     `scaling_factor`, so scaled latents have unit variance, as SD's do;
+  3. a UNet2DConditionModel learns ε-prediction under SD-1.4's noise schedule, conditioned on a
+     frozen, randomly initialised CLIPTextModel (the UNet learns to read it), with 10% empty
+     captions for classifier-free guidance and an EMA of its weights (the EMA is what ships).
+The held-out captions (`world.heldout_triples()`) are never shown; the run ends by drawing them
+and reporting how many came out with the asked shape and colours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lamp_cli.testing import SD_SCHEDULER_CONFIG, TINY_TEXT_CONFIG, save_components, tiny_tokenizer  # noqa: E402
+from lamp_cli.toy import world  # noqa: E402
+from lamp_cli.toy.base_config import TOY_UNET_CONFIG, TOY_VAE_CONFIG  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_dataset(n: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """`n` random scenes of the training triples: N×64×64×3 uint8 and their captions."""
+    rng = np.random.default_rng(seed)
+    triples = world.training_triples()
+    images = np.empty((n, world.SIZE, world.SIZE, 3), np.uint8)
+    captions: list[str] = []
+    for i in range(n):
+        # Radii cover the clips' range, including `grow`'s end size.
+        scene = world.random_scene(rng, pairs=triples, radius=(6.0, 18.0))
+        images[i] = world.render(scene)
+        captions.append(scene.caption)
+    return images, captions
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    # N×H×W×3 uint8 -> N×3×H×W in [-1, 1]
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_vae(images: np.ndarray, steps: int, batch: int, seed: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TOY_VAE_CONFIG)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, 1e-3, 50)
+        x = to_tensor(images[rng.integers(len(images), size=batch)])
+        posterior = vae.encode(x).latent_dist
+        rec = vae.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(rec, x)
+        kl = posterior.kl().mean()  # summed over the 4×16×16 latent, averaged over the batch
+        loss = mse + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"vae {step:5d}/{steps}  mse {mse.item():.5f}  kl {kl.item():.1f}  {time.time() - t0:.0f}s")
+    vae.eval().requires_grad_(False)
+    return vae
+
+
+@torch.no_grad()
+def encode_all(vae, images: np.ndarray, batch: int = 250) -> torch.Tensor:
+    out = [vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    return torch.cat(out)  # N×4×16×16, unscaled
+
+
+def build_text(seed: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = tiny_tokenizer(world.WORDS)
+    torch.manual_seed(seed + 2)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer.get_vocab()),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_TEXT_CONFIG,
+    )
+    text_encoder = CLIPTextModel(config).eval().requires_grad_(False)
+    return tokenizer, text_encoder
+
+
+@torch.no_grad()
+def embed(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    tok = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    return text_encoder(tok.input_ids)[0]  # N×77×D
+
+
+def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encoder, *, steps: int, batch: int,
+               seed: int, lr: float, on_checkpoint=None, checkpoint_every: int = 0, stop_after: int | None = None):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    # The encoder is frozen, so each distinct caption (256 + the empty one) is embedded once.
+    vocab = sorted(set(captions))
+    table = embed(tokenizer, text_encoder, [""] + vocab)  # (1+K)×77×D; row 0 = empty caption
+    index = {c: i + 1 for i, c in enumerate(vocab)}
+    cap_idx = torch.tensor([index[c] for c in captions])
+
+    torch.manual_seed(seed + 3)
+    unet = UNet2DConditionModel(**TOY_UNET_CONFIG)
+    ema = UNet2DConditionModel(**TOY_UNET_CONFIG)
+    ema.load_state_dict(unet.state_dict())
+    ema.eval().requires_grad_(False)
+    noise_sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(seed + 4)
+    t0 = time.time()
+    running = None
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, 200)
+        idx = torch.randint(len(latents), (batch,), generator=gen)
+        x0 = latents[idx]
+        rows = cap_idx[idx].clone()
+        rows[torch.rand(batch, generator=gen) < 0.1] = 0  # classifier-free guidance dropout
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=gen)
+        xt = noise_sched.add_noise(x0, noise, t)
+        loss = torch.nn.functional.mse_loss(unet(xt, t, table[rows]).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
+                pe.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 100 == 0 or step == steps - 1:
+            rate = (step + 1) / (time.time() - t0)
+            log(f"unet {step:5d}/{steps}  loss {running:.4f}  {rate:.2f} it/s  eta {(steps - step - 1) / rate / 60:.1f} min")
+        if on_checkpoint and checkpoint_every and step and step % checkpoint_every == 0:
+            on_checkpoint(ema, step)
+        if stop_after is not None and step + 1 >= stop_after:
+            log(f"stopping after {step + 1} of {steps} steps (--stop-after)")
+            break
+    return ema
+
+
+def evaluate(folder: Path, seeds: int = 2, steps: int = 25, guidance: float = 5.0) -> dict:
+    """Draw every held-out caption with `seeds` seeds; count how many read back right."""
+    from lamp_cli.models.base import load_base
+    from lamp_cli.toy.sample import text_to_image
+
+    base = load_base(str(folder))
+    held = world.heldout_triples()
+    prompts = [world.caption(*t) for t in held]
+    results = {"shape": 0, "color": 0, "background": 0, "all": 0, "n": 0}
+    sheets = []
+    for seed in range(seeds):
+        images = text_to_image(base, prompts, steps=steps, guidance=guidance, seed=seed)
+        sheets.append(np.concatenate(list(images), axis=1))
+        for (shape, color, bg), img in zip(held, images, strict=True):
+            r = world.read_frame(img)
+            results["shape"] += r.shape == shape
+            results["color"] += r.color == color
+            results["background"] += r.background == bg
+            results["all"] += r.matches(shape, color, bg)
+            results["n"] += 1
+    frac = {k: round(v / results["n"], 3) for k, v in results.items() if k != "n"}
+    return {"n": results["n"], **frac, "sheet": np.concatenate(sheets, axis=0)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "lamp_cli" / "toy" / "base")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=12000)
+    p.add_argument("--vae-steps", type=int, default=700)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--unet-steps", type=int, default=2600)
+    p.add_argument("--unet-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop the UNet after this many updates, keeping the LR schedule of --unet-steps")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="also save the EMA UNet to OUT.ckpt every N steps")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    from diffusers import DDIMScheduler
+
+    from lamp_cli.models.base import quiet_hf_progress
+
+    quiet_hf_progress()
+    start = time.time()
+    log(f"rendering {args.images} images")
+    images, captions = make_dataset(args.images, args.seed)
+
+    log("stage 1: VAE")
+    vae = train_vae(images, args.vae_steps, args.vae_batch, args.seed)
+    latents = encode_all(vae, images)
+    std, mean = latents.std().item(), latents.mean().item()
+    scaling = 1.0 / std
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"latents: mean {mean:.3f} std {std:.3f} -> scaling_factor {scaling:.4f}")
+    vae_seconds = time.time() - start
+
+    tokenizer, text_encoder = build_text(args.seed)
+
+    def save(unet, folder: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=".toy-", dir=folder.parent))
+        save_components(
+            {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+             "scheduler": DDIMScheduler(**SD_SCHEDULER_CONFIG)},
+            tmp,
+        )
+        for path in [tmp, *tmp.rglob("*")]:  # mkdtemp's 0700 would hide the shipped files from other users
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+
+    ckpt = args.out.with_name(args.out.name + ".ckpt")
+
+    def on_checkpoint(ema, step: int) -> None:
+        save(ema, ckpt)
+        log(f"checkpoint at step {step} -> {ckpt}")
+
+    log("stage 2: UNet")
+    unet = train_unet(latents * scaling, captions, tokenizer, text_encoder, steps=args.unet_steps,
+                      batch=args.unet_batch, seed=args.seed, lr=args.lr, on_checkpoint=on_checkpoint,
+                      checkpoint_every=args.checkpoint_every, stop_after=args.stop_after)
+    train_seconds = time.time() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save(unet, args.out)
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    log(f"saved {args.out} after {train_seconds / 60:.1f} min (VAE {vae_seconds / 60:.1f} min)")
+
+    report = evaluate(args.out)
+    sheet = report.pop("sheet")
+    from PIL import Image
+
+    Image.fromarray(sheet).save(args.out.parent / f".{args.out.name}-heldout.png")
+    summary = {"seconds": round(train_seconds), "vae_seconds": round(vae_seconds), "latent_std": std,
+               "latent_mean": mean, "heldout": report, "args": {k: str(v) for k, v in vars(args).items()}}
+    log("held-out captions: " + json.dumps(report))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The toy world (clips with known motions, measuring tools) and the toy base's image quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lamp_cli.toy import world
+
+
+# --------------------------------------------------------------------------------------------
+# The world
+
+
+def test_render_is_deterministic_and_reads_back() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        scene = world.random_scene(rng, radius=(6.0, 16.0))
+        frame = world.render(scene)
+        assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+        assert np.array_equal(frame, world.render(scene))
+        reading = world.read_frame(frame)
+        assert reading.matches(scene.shape, scene.color, scene.background), (scene, reading)
+        assert reading.centroid is not None
+        assert np.hypot(reading.centroid[0] - scene.cx, reading.centroid[1] - scene.cy) < 0.5
+
+
+def test_caption_round_trip() -> None:
+    assert world.caption("star", "red", "blue") == "a red star on a blue background"
+    assert world.parse_caption("a red star on a blue background") == ("star", "red", "blue")
+    with pytest.raises(ValueError):
+        world.parse_caption("a bear plays the guitar")
+
+
+def test_every_caption_word_is_one_token() -> None:
+    from lamp_cli.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer(world.WORDS)
+    ids = tok("a magenta triangle on a cyan background").input_ids
+    assert len(ids) == 2 + 7  # start, seven words, end
+
+
+def test_make_clips_is_seeded_and_varied() -> None:
+    a = world.make_clips("slide_right", 8, seed=1)
+    b = world.make_clips("slide_right", 8, seed=1)
+    c = world.make_clips("slide_right", 8, seed=2)
+    assert a == b and a != c
+    pairs = {(s.start.shape, s.start.color) for s in a}
+    assert len(pairs) == 8  # every clip shows a different shape/colour pair
+    excluded = world.make_clips("rise", 8, seed=1, exclude=[("circle", "red"), ("star", "blue")])
+    assert not {(s.start.shape, s.start.color) for s in excluded} & {("circle", "red"), ("star", "blue")}
+
+
+@pytest.mark.parametrize("motion", world.MOTIONS)
+def test_clips_stay_in_view_and_measured_path_matches_truth(motion: str) -> None:
+    for spec in world.make_clips(motion, 3, seed=5, frames=16):
+        frames = world.render_clip(spec)
+        assert frames.shape == (16, 64, 64, 3)
+        truth = world.centroid_path(spec)
+        measured = world.measure_path(frames)
+        assert np.abs(measured - truth).max() < 0.5
+        # the object never touches the border: the border is pure background in every frame
+        bg = np.asarray(world.COLORS[spec.start.background])
+        for f in frames:
+            border = np.concatenate([f[0], f[-1], f[:, 0], f[:, -1]]).astype(int)
+            assert np.abs(border - bg).max() <= 1
+
+
+def test_motions_have_their_stated_direction_and_speed() -> None:
+    d = {m: world.motion_displacement(m, 16) for m in world.MOTIONS}
+    step = world.SLIDE_SPEED
+    assert np.allclose(np.diff(d["slide_right"], axis=0), [step, 0])
+    assert np.allclose(np.diff(d["slide_left"], axis=0), [-step, 0])
+    assert np.allclose(np.diff(d["rise"], axis=0), [0, -step])  # image y grows downwards
+    assert np.allclose(np.diff(d["fall"], axis=0), [0, step])
+    assert np.allclose(d["grow"], 0) and np.allclose(d["spin"], 0)
+    assert d["bounce"][:, 1].min() < -10 and abs(d["bounce"][8, 1]) < 1e-9  # hops and lands
+
+
+def test_grow_and_spin_are_visible() -> None:
+    spec = world.make_clips("grow", 1, seed=0)[0]
+    frames = world.render_clip(spec)
+    areas = [world.read_frame(f).area for f in frames]
+    assert areas[-1] > 2.0 * areas[0] and all(b >= a for a, b in zip(areas, areas[1:], strict=False))
+    spin = world.make_clips("spin", 1, seed=0)[0]
+    assert spin.start.shape != "circle"
+    frames = world.render_clip(spin)
+    assert np.abs(frames[1].astype(int) - frames[0].astype(int)).sum() > 0
+    assert world.read_frame(frames[0]).area == pytest.approx(world.read_frame(frames[5]).area, rel=0.08)
+
+
+def test_measure_path_recovers_a_known_path_on_noisy_frames() -> None:
+    rng = np.random.default_rng(0)
+    spec = world.make_clips("bounce", 1, seed=4)[0]
+    frames = world.render_clip(spec).astype(np.int16)
+    frames += rng.integers(-20, 21, size=frames.shape, dtype=np.int16)  # sensor-like noise
+    frames[:, 3, 3] = 255 - frames[:, 3, 3]  # and a speck away from the object
+    measured = world.measure_path(np.clip(frames, 0, 255).astype(np.uint8))
+    assert np.abs(measured - world.centroid_path(spec)).max() < 0.6
+
+
+def test_heldout_triples_are_new_combinations_of_seen_parts() -> None:
+    held = world.heldout_triples()
+    train = set(world.training_triples())
+    assert len(held) == 24 and not set(held) & train
+    for s, c, b in held:
+        assert any(t[0] == s and t[1] == c for t in train)
+        assert any(t[1] == c and t[2] == b for t in train)
+
+
+def test_write_clips_writes_videos_and_captions(tmp_path) -> None:
+    from lamp_cli.video import read_video
+
+    written = world.write_clips("slide_right", tmp_path, n=2, seed=0, fmt="mp4")
+    assert len(written) == 2
+    for path, spec in written:
+        assert path.with_suffix(".txt").read_text().strip() == spec.caption
+        clip = read_video(path)
+        assert clip.frames.shape == (16, 64, 64, 3)
+        # lossy video keeps the motion: the measured path still follows the truth
+        assert np.abs(world.measure_path(clip.frames) - world.centroid_path(spec)).max() < 1.0
