@@ -55,10 +55,12 @@ EDIT_TRAIN_SEED = 0
 # SDEdit strength of the automatic first-frame edit: 0.6 re-draws textures and colours while
 # keeping the layout (and so the subject's pose, which the inverted latents carry).
 EDIT_STRENGTH = 0.6
-# Fixed-point iterations per inversion step (inversion.ddim_invert `refine`). The reference's
-# plain inversion is 0; 2 makes each step nearly the exact inverse of the sampling step for
-# 3× the UNet calls of a one-time, cached inversion (docs/editing.md has the measurements).
-INVERSION_REFINE = 2
+# Fixed-point iterations per inversion step (inversion.ddim_invert `refine`), at most, stopping
+# once an iteration changes x_t by less than INVERSION_TOL. The reference's plain inversion is 0;
+# a few make each step nearly the exact inverse of the sampling step, for at most 5× the UNet
+# calls of a one-time, cached inversion (docs/editing.md has the measurements).
+INVERSION_REFINE = 4
+INVERSION_TOL = 1e-4
 # The paper's ControlNet is the canny one; `--controlnet canny` names it.
 CONTROLNET_ALIASES = {"canny": "lllyasviel/sd-controlnet-canny"}
 CANNY_LOW, CANNY_HIGH = 100, 200
@@ -216,14 +218,19 @@ def tuned_motion_name(settings: dict[str, Any]) -> str:
     return f"edit-{_digest(settings)[:12]}"
 
 
-def inversion_key(*, video_hash: str, window: EditWindow, steps: int, refine: int, motion_digest: str, base_fingerprint: str) -> str:
+def inversion_key(
+    *, video_hash: str, window: EditWindow, steps: int, refine: int, prompt: str, motion_digest: str,
+    base_fingerprint: str, refine_tol: float = INVERSION_TOL,
+) -> str:
+    """The name of an inversion in the cache: everything the inverted latents depend on."""
     return _digest(
         {
             "video_sha256": video_hash,
             "window": window.to_json(),
             "steps": int(steps),
             "refine": int(refine),
-            "prompt": "",
+            "refine_tol": float(refine_tol),
+            "prompt": prompt,
             "motion_digest": motion_digest,
             "base_fingerprint": base_fingerprint,
             "clean_first_frame": True,
@@ -430,24 +437,30 @@ def invert_window(
     *,
     steps: int,
     refine: int = INVERSION_REFINE,
+    refine_tol: float = INVERSION_TOL,
+    prompt: str = "",
+    stats: dict[str, Any] | None = None,
     progress: Reporter | None = None,
 ) -> torch.Tensor:
     """DDIM-invert 1×4×F×h×w clean latents with the engine's video UNet carrying `adapter`,
-    the empty prompt and no guidance; frame 0 stays clean. Returns float32 latents on the CPU."""
+    conditioned on `prompt` (the reference: empty) without guidance; frame 0 stays clean.
+    Returns float32 latents on the CPU."""
     from .inversion import ddim_invert
 
     engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
     base = engine.base
     with engine.on_device(base.text_encoder):
-        empty = base.encode_prompt([""]).to(engine.device, engine.dtype)
+        text = base.encode_prompt([prompt]).to(engine.device, engine.dtype)
     with engine.on_device(engine.video_unet):
         x_t = ddim_invert(
             engine.video_unet,
             latents.to(engine.device),
             base.ddim(),
-            empty,
+            text,
             steps=steps,
             refine=refine,
+            refine_tol=refine_tol,
+            stats=stats,
             progress=progress,
         )
     return x_t.cpu()
@@ -538,6 +551,11 @@ def _find_or_train(
 
     from .train import train_motion
 
+    idx = window.indices
+    log.info(
+        "tuning motion '%s' on frames %d..%d (every %d) of %s: %d steps, once; later edits of this video reuse it",
+        name, idx[0], idx[-1], window.stride, video.name, train_steps,
+    )
     t0 = time.perf_counter()
     # Tune on exactly the window that is inverted and edited, in order, never flipped. A base
     # loaded in half precision is not trainable (the optimizer needs fp32 weights): then
@@ -593,6 +611,8 @@ def edit_video(
     controlnet: str | None = None,
     inversion_steps: int = 50,
     inversion_refine: int = INVERSION_REFINE,
+    inversion_prompt: str = "",
+    inversion_tol: float = INVERSION_TOL,
     guidance: float = 12.5,
     negative: str = "",
     seed: int | None = None,
@@ -608,7 +628,9 @@ def edit_video(
     """Edit `video` toward `prompt` (LAMP §5.2): tune, invert, new first frame, resample.
 
     `inversion_steps` is also the number of sampling steps (inverted latents sit at the last
-    timestep of that schedule). `first_frame`: an edited version of the window's first frame
+    timestep of that schedule). `inversion_prompt`: the text the inversion is conditioned on
+    (the reference's empty prompt by default; the source prompt reconstructs more closely when
+    sampling with it at guidance 1). `first_frame`: an edited version of the window's first frame
     (see `export_first_frame`); None makes one by image-to-image (`edit_strength`, optionally
     with `controlnet`). `engine`: reuse an already-loaded engine (its base wins over `base`).
     """
@@ -632,7 +654,7 @@ def edit_video(
     )
     if train_steps < 1:
         raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
-    if inversion_refine < 0:
+    if inversion_refine < 0 or not inversion_tol >= 0:
         raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
     if not 0.0 < edit_strength <= 1.0:
         raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
@@ -683,20 +705,24 @@ def edit_video(
     latents = encode_window(engine, window_frames)
     key = inversion_key(
         video_hash=video_hash, window=window, steps=inversion_steps, refine=inversion_refine,
-        motion_digest=manifest.digest, base_fingerprint=engine.base.fingerprint,
+        prompt=inversion_prompt, refine_tol=inversion_tol, motion_digest=manifest.digest, base_fingerprint=engine.base.fingerprint,
     )
     inv_path = edits_dir(motion, registry.root) / f"{key}.safetensors"
     inverted = load_inverted(inv_path, tuple(latents.shape))
     inversion_cached = inverted is not None
+    inv_stats: dict[str, Any] = {}
     if inverted is None:
-        inverted = invert_window(engine, adapter, latents, steps=inversion_steps, refine=inversion_refine, progress=progress)
+        inverted = invert_window(
+            engine, adapter, latents, steps=inversion_steps, refine=inversion_refine, refine_tol=inversion_tol,
+            prompt=inversion_prompt, stats=inv_stats, progress=progress,
+        )
         save_inverted(
             inv_path,
             inverted,
             {
                 "video_sha256": video_hash, "video": str(video), "window": window.to_json(),
-                "steps": inversion_steps, "refine": inversion_refine, "prompt": "",
-                "motion": motion, "motion_digest": manifest.digest,
+                "steps": inversion_steps, "refine": inversion_refine, "refine_tol": inversion_tol,
+                "prompt": inversion_prompt, **inv_stats, "motion": motion, "motion_digest": manifest.digest,
                 "base_fingerprint": engine.base.fingerprint, "clean_first_frame": True,
             },
         )
@@ -747,8 +773,8 @@ def edit_video(
         "motion_digest": manifest.digest,
         "trained": trained,
         "train_steps": train_steps,
-        "inversion": {"steps": inversion_steps, "refine": inversion_refine, "prompt": "", "guidance": None,
-                      "clean_first_frame": True, "cached": inversion_cached, "path": str(inv_path)},
+        "inversion": {"steps": inversion_steps, "refine": inversion_refine, "refine_tol": inversion_tol,
+                      "prompt": inversion_prompt, "guidance": None, **inv_stats, "clean_first_frame": True, "cached": inversion_cached, "path": str(inv_path)},
         "notes": notes,
         "timings": timings,
     }

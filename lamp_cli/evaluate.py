@@ -144,8 +144,9 @@ def load_clip(spec: str | None = None, device: str | Any = "auto") -> ClipCompon
         processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
         if looks_local:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise LampError(
-                f"cannot load a CLIP model from {path}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else e!r}",
+                f"cannot load a CLIP model from {path}: {reason}",
                 hint="the folder must hold what CLIPModel/tokenizer/image processor save_pretrained write",
             ) from e
         raise clip_missing(spec, "not in the local Hugging Face cache") from e

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import IncompatibleAdapter, InvalidInput
+from .errors import IncompatibleAdapter, InvalidInput, NameTaken
 from .progress import Reporter, reporter_or_null
 
 if TYPE_CHECKING:
@@ -281,7 +281,12 @@ def check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], *, what: s
     if problems:
         hint = None
         if any(k.replace(".conv2d.", ".") in state for k in missing if ".conv2d." in k):
-            hint = "it looks like a plain 2-D UNet (no `.conv2d.` nesting): it is not a LAMP checkpoint"
+            if any(".attn_temp." in k for k in state):
+                hint = (
+                    "it has temporal attention but no motion convs: a Tune-A-Video-style checkpoint, not LAMP"
+                )
+            else:
+                hint = "it looks like a plain 2-D UNet (no `.conv2d.` nesting): it is not a LAMP checkpoint"
         raise InvalidInput(
             f"{what} is not a complete LAMP UNet of this architecture: " + "; ".join(problems), hint=hint
         )
@@ -396,8 +401,6 @@ def import_official(
         raise InvalidInput(f"adapter dtype must be one of {', '.join(ADAPTER_DTYPES)}, got {dtype!r}")
     registry = registry or Registry()
     if not force and registry.exists(name):
-        from .errors import NameTaken
-
         raise NameTaken(name)
     ckpt = locate(path)
     base_spec = settings.get("base", base)

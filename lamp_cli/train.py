@@ -275,7 +275,7 @@ def encode_clips(
 
     unique = list(dict.fromkeys(prompts))
     cache = []
-    for info, prompt in zip(infos, prompts):
+    for info, prompt in zip(infos, prompts, strict=True):
         clip = read_video(info.path)
         if clip.num_frames < need:  # probing counts packets; decoding is the truth
             raise InvalidInput(
@@ -287,6 +287,7 @@ def encode_clips(
         mean, std = zip(
             encode_frames(base.vae, frames, latent_scale=base.latent_scale),
             encode_frames(base.vae, frames[:, :, ::-1], latent_scale=base.latent_scale),
+            strict=True,
         )
         cache.append(ClipLatents(torch.stack(mean), torch.stack(std), unique.index(prompt)))
         reporter_or_null(progress).advance(1)
@@ -561,6 +562,14 @@ def make_accelerator(mixed_precision: str, device: str) -> Any:
     return Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
 
 
+def make_optimizer(params: list[Any], lr: float, device: Any) -> Any:
+    """The reference's AdamW; the fused CUDA kernel on GPU (one launch instead of one per tensor)."""
+    import torch
+
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(params, lr=lr, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY, eps=ADAM_EPS, fused=fused)
+
+
 # --------------------------------------------------------------------------------------------
 # Ctrl-C: finish the step, checkpoint, exit 130
 
@@ -683,9 +692,11 @@ def train_motion(
     settings (`lamp doctor` shows them: base, frames, width, height, stride, lr, train_steps).
     `mixed_precision`: "auto" (bf16/fp16 on CUDA, none elsewhere), "no", "fp16", "bf16".
     `gradient_checkpointing`: None = on for CUDA, off elsewhere. `checkpoint_every`: None =
-    every 1000 steps, 0 = only on Ctrl-C. `adapter_dtype`: fp16 (default), bf16 or fp32. `force` replaces a motion of that name and discards an
-    unfinished run's checkpoint. `on_step(StepInfo)` is called after every step. The checkpoint is
-    deleted once the adapter is published.
+    every 1000 steps, 0 = only on Ctrl-C. `adapter_dtype`: fp16 (default), bf16 or fp32.
+    `force` replaces a motion of that name and discards an unfinished run's checkpoint.
+    `on_step(StepInfo)` is called after every step. `window_start` fixes every step's window
+    start and `flip=False` turns off the random flip (one-video tuning for `lamp edit`).
+    The checkpoint is deleted once the adapter is published (or returned, with `publish=False`).
     """
     from .registry import Registry, validate_name
 
@@ -766,6 +777,13 @@ def train_motion(
             hint=f"pass --steps larger than {meta['step']}",
         )
 
+    dev = resolve_device(device)
+    mp = resolve_mixed_precision(mixed_precision if mixed_precision is not None else saved.get("mixed_precision"), dev)
+    if meta is not None and mixed_precision is not None and mp != saved.get("mixed_precision"):
+        raise InvalidInput(
+            f"--mixed-precision {mp} differs from the checkpoint's {saved.get('mixed_precision')}",
+            hint="resume without --mixed-precision, or start over with --force",
+        )
     infos = check_clips(clips, frames, stride)
     for info in infos if window_start is not None else []:
         if window_start < 0 or window_start + window_span(frames, stride) > info.num_frames:
@@ -779,13 +797,6 @@ def train_motion(
                 "the prompt differs from the one the checkpoint was trained with",
                 hint="resume without --prompt/--recipe, or start over with --force",
             )
-    dev = resolve_device(device)
-    mp = resolve_mixed_precision(mixed_precision if mixed_precision is not None else saved.get("mixed_precision"), dev)
-    if meta is not None and mixed_precision is not None and mp != saved.get("mixed_precision"):
-        raise InvalidInput(
-            f"--mixed-precision {mp} differs from the checkpoint's {saved.get('mixed_precision')}",
-            hint="resume without --mixed-precision, or start over with --force",
-        )
     clip_files = [str(i.path.name) for i in infos]
     if meta is not None and clip_files != saved.get("clip_files"):
         raise InvalidInput(
@@ -801,13 +812,12 @@ def train_motion(
     from .models.base import architecture_of, load_base
     from .models.video_unet import VideoUNet
 
-    t0 = time.perf_counter()
     accelerator = make_accelerator(mp, dev)
     is_main = accelerator.is_main_process
     rank = accelerator.process_index
     progress = reporter_or_null(progress if is_main else None)
     if is_main:
-        log.info("seed %d", seed)
+        log.info("seed %d (--seed %d repeats this run)", seed, seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -839,7 +849,7 @@ def train_motion(
     opts = _Options(
         base=base_spec,
         base_fingerprint=base.fingerprint,
-        clips=str(clips),
+        clips=str(Path(clips).expanduser().resolve()),
         clip_files=clip_files,
         prompts=prompts,
         recipe=recipe,
@@ -865,9 +875,7 @@ def train_motion(
     video_unet.train()
     trainable = video_unet.trainable_parameters()
     names = [n for n, _ in trainable]
-    optimizer = torch.optim.AdamW(
-        [p for _, p in trainable], lr=lr, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY, eps=ADAM_EPS
-    )
+    optimizer = make_optimizer([p for _, p in trainable], lr, device_t)
     losses: list[float] = []
     start_step, elapsed_before = 0, 0.0
     if meta is not None:
@@ -972,7 +980,7 @@ def train_motion(
     # 4. extract and publish
     trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     data = {
-        "clips": [dict(i.summary(), prompt=p) for i, p in zip(infos, prompts)],
+        "clips": [dict(i.summary(), prompt=p) for i, p in zip(infos, prompts, strict=True)],
         "total_frames": sum(i.num_frames for i in infos),
         "prompts": unique_prompts,
     }
@@ -1013,7 +1021,7 @@ def train_motion(
     manifest = None
     if is_main:
         if publish:
-            manifest = registry.publish_adapter(adapter, force=force, source=f"lamp train {clips}")
+            manifest = registry.publish_adapter(adapter, force=force, source=f"lamp train {opts.clips}")
         ckpt.unlink(missing_ok=True)
         try:
             ckpt.parent.rmdir()
@@ -1115,7 +1123,7 @@ def benchmark_training(
     video_unet.set_gradient_checkpointing(use_ckpt)
     video_unet.train()
     trainable = [p for _, p in video_unet.trainable_parameters()]
-    optimizer = torch.optim.AdamW(trainable, lr=3e-5, betas=ADAM_BETAS, weight_decay=WEIGHT_DECAY, eps=ADAM_EPS)
+    optimizer = make_optimizer(trainable, 3e-5, device_t)
     model, optimizer = accelerator.prepare(video_unet, optimizer)
     h, w = height // vae_scale, width // vae_scale
     gen = torch.Generator().manual_seed(seed)

@@ -2,7 +2,8 @@
 
 Every frame array here is uint8 RGB: a clip is T×H×W×3, an image H×W×3.
 
-Readers: mp4 / mov / webm / mkv through the ffmpeg binary that imageio-ffmpeg ships, gif
+Readers: mp4 / mov / webm / mkv through the ffmpeg binary that imageio-ffmpeg ships (rotation
+metadata of phone videos applied), gif
 through Pillow (it keeps each frame's own duration, which gives the fps), and a folder of
 png/jpg frames in natural name order (`frame_2` before `frame_10`).
 
@@ -39,6 +40,16 @@ from .errors import InvalidInput, NotFound
 from .fsutil import TMP_PREFIX, atomic_writer
 
 log = logging.getLogger("lamp")
+
+
+class _DropRotationNotice(logging.Filter):
+    """imageio-ffmpeg warns whenever ffmpeg auto-rotates a phone video; the frames are right."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "different from the source frame size" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_DropRotationNotice())
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -426,7 +437,8 @@ def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str, output
 
     frames = _pad_even(frames, "H.264" if codec == "libx264" else "VP9")
     _t, h, w, _ = frames.shape
-    tmp = _tmp_sibling(path, path.suffix or f".{'mp4' if codec == 'libx264' else 'webm'}")
+    # the temp name ends in the format's extension: ffmpeg picks the container from it
+    tmp = _tmp_sibling(path, ".mp4" if codec == "libx264" else ".webm")
     try:
         gen = imageio_ffmpeg.write_frames(
             str(tmp),

@@ -189,7 +189,7 @@ def test_eval_motion_generates_then_scores(capsys, tmp_path, tiny_clip_dir, tiny
     out_dir = tmp_path / "run"
     code, out, _ = run(
         capsys, "eval", tiny_motion, "--prompts-file", pf, "--seeds", "2", "--seed", "5",
-        "--base", tiny_base_dir, "--steps", "1", "--clip-model", tiny_clip_dir, "--out", out_dir,
+        "--steps", "1", "--clip-model", tiny_clip_dir, "--out", out_dir,
         "--device", "cpu", "--format", "gif", "--json",
     )  # fmt: skip
     assert code == 0
@@ -205,6 +205,7 @@ def test_eval_motion_generates_then_scores(capsys, tmp_path, tiny_clip_dir, tiny
     ]
     assert all(v["frames"] == 4 for v in doc["videos"])  # the motion's trained length by default
     assert (doc["settings"]["width"], doc["settings"]["height"], doc["settings"]["steps"]) == (64, 64, 1)
+    assert doc["settings"]["base"] == str(tiny_base_dir)  # the motion's own base, without --base
     assert json.loads((out_dir / "eval.json").read_text()) == doc
     # the folder re-scores to the same numbers through --videos and its prompts.txt
     code, out2, _ = run(

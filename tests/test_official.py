@@ -22,7 +22,7 @@ from lamp_cli.errors import IncompatibleAdapter, InvalidInput, NameTaken  # noqa
 from lamp_cli.official import import_official  # noqa: E402
 from lamp_cli.registry import Registry  # noqa: E402
 
-# Every frame's receptive field must reach back through the causal 3-tap convs: 5 frames.
+# 5 frames: more than the causal conv's 3 taps, so later frames use all of them.
 FRAMES, H, W = 5, 8, 16
 
 
@@ -229,6 +229,10 @@ def _malformed(kind: str, state: dict, config: dict, root: Path, base_unet) -> t
         ), f"wrong shape.*{key} \\[32, 16\\] \\(expected \\[32, 32\\]\\)"
     if kind == "plain-2d":
         return ref.write_official_checkpoint(folder, dict(base_unet.state_dict()), config), "missing tensor"
+    if kind == "tune-a-video":
+        tav = dict(base_unet.state_dict())
+        tav.update({k: v for k, v in state.items() if "_temp." in k})
+        return ref.write_official_checkpoint(folder, tav, config), "missing tensor"
     if kind == "no-weights":
         ref.write_official_checkpoint(folder, state, config)
         (folder / "diffusion_pytorch_model.bin").unlink()
@@ -252,6 +256,7 @@ def _malformed(kind: str, state: dict, config: dict, root: Path, base_unet) -> t
         "missing-key",
         "wrong-shape",
         "plain-2d",
+        "tune-a-video",
         "no-weights",
         "garbage-bin",
         "not-json",
@@ -267,6 +272,8 @@ def test_malformed_checkpoint_is_refused_and_nothing_stored(
         import_official(folder, name="broken", base=str(tiny_base_dir), registry=registry)
     if kind == "plain-2d":
         assert "2-D UNet" in (info.value.hint or "")
+    if kind == "tune-a-video":
+        assert "Tune-A-Video" in (info.value.hint or "")
     assert registry_is_empty(registry)
 
 
@@ -329,6 +336,39 @@ def test_video_unet_matches_reference_forward(tiny_base, tiny_base_dir, official
         diff16 = (video(sample, 541, text) - expected).abs().max().item()
     print(f"fp16 adapter: max |lamp - reference| = {diff16:.3g}")
     assert diff16 <= 1e-2
+
+
+def _per_frame_group_norm(sd, prefix, x, groups, eps):
+    b, c, f, h, w = x.shape
+    frames = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    out = torch.nn.functional.group_norm(frames, groups, sd[f"{prefix}.weight"], sd[f"{prefix}.bias"], eps)
+    return out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+@pytest.mark.parametrize("mutation", ["groupnorm-per-frame", "attn1-per-frame", "zero-temporal-bias"])
+def test_the_comparison_would_catch_a_wrong_reference_fact(
+    mutation, tiny_base, tiny_base_dir, official, ckpt_dir, monkeypatch
+):
+    """Each reference fact lamp must reproduce moves the output far beyond the 1e-4 tolerance."""
+    state, config = official
+    video = video_unet_of(tiny_base)
+    apply(_imported(tiny_base, tiny_base_dir, ckpt_dir, "fp32"), video)
+    g = torch.Generator().manual_seed(3)
+    sample = torch.randn(1, 4, FRAMES, H, W, generator=g)
+    text = torch.randn(1, 7, 32, generator=g)
+    if mutation == "groupnorm-per-frame":
+        monkeypatch.setattr(ref, "video_group_norm", _per_frame_group_norm)
+    elif mutation == "attn1-per-frame":
+        attention = ref.attention
+        monkeypatch.setattr(ref, "attention", lambda *a, kv_frame0_of=0: attention(*a))
+    else:
+        state = {
+            k: (torch.zeros_like(v) if k.endswith("attn_temp.to_out.0.bias") else v) for k, v in state.items()
+        }
+    with torch.no_grad():
+        mutant = ref.reference_unet3d_forward(state, config, sample, 541, text)
+        got = video(sample, 541, text)
+    assert (got - mutant).abs().max() > 1e-2
 
 
 def test_sd1_topology_loads_key_for_key_and_matches_reference():

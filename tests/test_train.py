@@ -153,9 +153,9 @@ def test_step_draws_depend_only_on_seed_rank_and_step():
 
 
 def test_diffusion_loss_keeps_frame_0_clean_and_ignores_its_prediction():
-    from lamp_cli.testing import SD_SCHEDULER_CONFIG
-
     from diffusers import DDPMScheduler
+
+    from lamp_cli.testing import SD_SCHEDULER_CONFIG
 
     sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
     latents, noise = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2)
@@ -225,10 +225,11 @@ def test_training_loss_goes_down_on_a_moving_square(square_clips, tiny_base):
     start = held_out_loss(_fresh_video_unet(tiny_base, 7))
     result = train(square_clips, "square", tiny_base, steps=steps, publish=False)
     end = held_out_loss(result.video_unet)
-    # measured: 1.10 -> 0.65 (lr 1e-3, 120 steps); the training loss falls too
-    print(f"held-out loss {start:.3f} -> {end:.3f}; train loss {np.mean(result.losses[:20]):.3f} -> {np.mean(result.losses[-20:]):.3f}")
-    assert end < 0.75 * start, (start, end)
-    assert np.mean(result.losses[-20:]) < 0.8 * np.mean(result.losses[:20])
+    first, last = np.mean(result.losses[:20]), np.mean(result.losses[-20:])
+    # measured (lr 1e-3, 80 steps, seed 7): held-out 1.097 -> 0.766 (-30 %); training loss of the
+    # first/last 20 steps 1.059 -> 0.790 (-25 %). Asserted with a margin:
+    assert end < 0.8 * start, (start, end)
+    assert last < 0.85 * first, (first, last)
 
 
 def test_adapter_round_trip_through_the_registry(square_clips, tiny_base):
@@ -269,7 +270,16 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(square_clips, tiny_ba
 
     from lamp_cli.registry import Registry
 
-    full = train(square_clips, "straight", tiny_base, steps=6, adapter_dtype="fp32")
+    seen_checkpoints = []
+
+    def watch(info: tr.StepInfo) -> None:  # periodic checkpoints appear, and do not perturb the run
+        path = tr.checkpoint_path("straight")
+        if path.exists():
+            seen_checkpoints.append((info.step, tr.read_checkpoint_meta(path)["step"]))
+
+    full = train(square_clips, "straight", tiny_base, steps=6, adapter_dtype="fp32", checkpoint_every=2, on_step=watch)
+    assert seen_checkpoints == [(3, 2), (4, 2), (5, 4), (6, 4)]
+    assert not tr.checkpoint_path("straight").exists()  # deleted once published
 
     def stop_at_3(info: tr.StepInfo) -> None:
         if info.step == 3:
@@ -302,3 +312,24 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(square_clips, tiny_ba
     assert not ckpt.exists()
     with pytest.raises(NotFound, match="no checkpoint"):
         train(square_clips, "other", tiny_base, resume=True)
+
+
+def test_ctrl_c_finishes_the_step_and_a_second_ctrl_c_aborts_without_saving(square_clips, tiny_base):
+    import signal
+
+    def ctrl_c_at(step: int, times: int):
+        def on_step(info: tr.StepInfo) -> None:
+            if info.step == step:
+                for _ in range(times):
+                    signal.raise_signal(signal.SIGINT)  # the real handler, as from a terminal
+
+        return on_step
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted, match="after step 2 of 5"):
+        train(square_clips, "once", tiny_base, steps=5, on_step=ctrl_c_at(2, 1))
+    assert tr.read_checkpoint_meta(tr.checkpoint_path("once"))["step"] == 2
+    with pytest.raises(KeyboardInterrupt) as e:
+        train(square_clips, "twice", tiny_base, steps=5, on_step=ctrl_c_at(2, 2))
+    assert not isinstance(e.value, Interrupted) and not tr.checkpoint_path("twice").exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # restored

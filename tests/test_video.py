@@ -215,3 +215,45 @@ def test_reads_mov_and_mkv_written_by_ffmpeg(tmp_path, suffix):
     clip = video.read_video(path)
     assert clip.frames.shape == (T, H, W, 3) and clip.fps == pytest.approx(10.0)
     assert video.probe_video(path).num_frames == T
+
+
+def test_rotated_phone_video_is_read_upright(tmp_path, caplog):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    frames = np.zeros((T, H, W, 3), dtype=np.uint8)
+    frames[:, :, :10] = 255  # a white band on the left edge
+    src = video.write_video(frames, tmp_path / "src.mp4", fps=8)
+    rotated = tmp_path / "rot.mp4"
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-display_rotation",
+            "90",
+            "-i",
+            str(src),
+            "-c",
+            "copy",
+            str(rotated),
+        ],
+        check=True,
+    )
+    clip = video.read_video(rotated)
+    assert clip.frames.shape == (T, W, H, 3)  # portrait now
+    band = clip.frames[0, :, :, 0].mean(axis=1)  # the band became a horizontal one
+    top_band = band[:8].mean() > 200 and band[-20:].mean() < 50
+    bottom_band = band[-8:].mean() > 200 and band[:20].mean() < 50
+    assert top_band or bottom_band  # which one depends on the rotation's sign
+    assert video.probe_video(rotated) == video.VideoInfo(T, 8.0, H, W)
+    assert "different from the source frame size" not in caplog.text
+
+
+def test_explicit_format_wins_over_the_extension(tmp_path):
+    path = video.write_video(smooth_clip(), tmp_path / "clip.bin", fps=8, format="mp4")
+    with open(path, "rb") as f:
+        assert f.read(12)[4:8] == b"ftyp"  # an MP4 container, whatever the name says
+    path = video.write_video(smooth_clip(), tmp_path / "anim.out", fps=8, format="gif")
+    assert path.read_bytes()[:6] == b"GIF89a"

@@ -94,7 +94,9 @@ def cmd_eval(
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Videos per prompt (seeds --seed, --seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
-    base: str | None = typer.Option(None, "--base", help="Base model (default: setting 'base')."),
+    base: str | None = typer.Option(
+        None, "--base", help="Base model (default: the one the motion was trained on, else setting 'base')."
+    ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="DDIM steps (default: setting 'steps')."),
     frames: int | None = typer.Option(
         None, "--frames", min=2, help="Frames per video (default: the motion's)."
@@ -172,10 +174,12 @@ def cmd_eval(
 
     # Generate, then score.
     # 1. Check the inputs before any model loads: the motion, the prompts, the output folder.
-    from ..evaluate import Scorer
+    from ..engine import Engine, check_sample_args
+    from ..evaluate import Scorer, generate_videos
+    from ..fsutil import atomic_write_text
     from ..registry import Registry
 
-    manifest = Registry().get(motion)
+    manifest = Registry().manifest(motion)  # cheap: the engine hash-checks the blob when it loads it
     prompts, source = _prompts_for(recipe, prompts_file, motion)
     out_dir = out or _default_out(motion)
     if out_dir.exists() and not out_dir.is_dir():
@@ -189,14 +193,16 @@ def cmd_eval(
         "shared_noise": float(settings.get("shared_noise")),
     }
     seed_list = [seed + k for k in range(seeds)]
+    check_sample_args(**sample_kwargs, seed=seed_list[-1])
+    if fps is not None and not fps > 0:
+        raise UsageError(f"--fps must be positive (got {fps})")
     # 2. CLIP first: a missing CLIP model should fail before minutes of generation.
     scorer = Scorer(clip_spec, device=dev)
-    # 3. Generate with the engine (text-to-image first frames, as `lamp gen` does).
-    from ..engine import Engine
-    from ..evaluate import generate_videos
-    from ..fsutil import atomic_write_text
-
-    engine = Engine(str(settings.get("base", base)), device=dev, dtype=settings.get("dtype"))
+    # 3. Generate with the engine (text-to-image first frames, as `lamp gen` does), on the
+    #    motion's own base unless --base says otherwise.
+    motion_base = manifest.base.get("spec") if isinstance(manifest.base, dict) else None
+    base_spec = str(base or motion_base or settings.get("base"))
+    engine = Engine(base_spec, device=dev, dtype=settings.get("dtype"))
     info(f"generating {len(prompts) * len(seed_list)} videos of '{motion}' into {out_dir}")
     made = generate_videos(
         engine,

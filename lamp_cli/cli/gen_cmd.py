@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -99,29 +99,29 @@ def register(app: typer.Typer) -> None:
 
 
 def gen(
-    motion: Optional[str] = typer.Argument(None, metavar="MOTION", help="Motion name in the registry, or NAME:WEIGHT."),
-    prompt: Optional[str] = typer.Argument(None, metavar="PROMPT", help="What the video shows."),
-    motions: Optional[list[str]] = typer.Option(None, "--motion", "-m", help="(Another) motion NAME[:WEIGHT]; repeat to blend motions."),
-    first_frame: Optional[Path] = typer.Option(None, "--first-frame", help="Use this image as the first frame instead of text-to-image."),
-    first_frame_prompt: Optional[str] = typer.Option(None, "--first-frame-prompt", help="Prompt for the first frame's image, if it should differ from PROMPT."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="One prompt per line: many videos in one run (split across processes under `accelerate launch`)."),
-    from_sidecar: Optional[Path] = typer.Option(None, "--from-sidecar", help="Make the video a sidecar (.json) describes again, bit for bit on the same device."),
-    output: Optional[Path] = O_OUTPUT,
-    fmt: Optional[str] = O_FORMAT,
-    fps: Optional[float] = O_FPS,
-    frames: Optional[int] = O_FRAMES,
-    width: Optional[int] = O_WIDTH,
-    height: Optional[int] = O_HEIGHT,
-    steps: Optional[int] = O_STEPS,
-    guidance: Optional[float] = O_GUIDANCE,
-    negative: Optional[str] = O_NEGATIVE,
-    seed: Optional[int] = O_SEED,
-    shared_noise: Optional[float] = O_SHARED,
+    motion: str | None = typer.Argument(None, metavar="MOTION", help="Motion name in the registry, or NAME:WEIGHT."),
+    prompt: str | None = typer.Argument(None, metavar="PROMPT", help="What the video shows."),
+    motions: list[str] | None = typer.Option(None, "--motion", "-m", help="(Another) motion NAME[:WEIGHT]; repeat to blend motions."),
+    first_frame: Path | None = typer.Option(None, "--first-frame", help="Use this image as the first frame instead of text-to-image."),
+    first_frame_prompt: str | None = typer.Option(None, "--first-frame-prompt", help="Prompt for the first frame's image, if it should differ from PROMPT."),
+    prompts_file: Path | None = typer.Option(None, "--prompts-file", help="One prompt per line: many videos in one run (split across processes under `accelerate launch`)."),
+    from_sidecar: Path | None = typer.Option(None, "--from-sidecar", help="Make the video a sidecar (.json) describes again, bit for bit on the same device."),
+    output: Path | None = O_OUTPUT,
+    fmt: str | None = O_FORMAT,
+    fps: float | None = O_FPS,
+    frames: int | None = O_FRAMES,
+    width: int | None = O_WIDTH,
+    height: int | None = O_HEIGHT,
+    steps: int | None = O_STEPS,
+    guidance: float | None = O_GUIDANCE,
+    negative: str | None = O_NEGATIVE,
+    seed: int | None = O_SEED,
+    shared_noise: float | None = O_SHARED,
     no_adain: bool = O_NO_ADAIN,
     no_histogram_match: bool = O_NO_HIST,
-    device: Optional[str] = O_DEVICE,
-    dtype: Optional[str] = O_DTYPE,
-    base: Optional[str] = O_BASE,
+    device: str | None = O_DEVICE,
+    dtype: str | None = O_DTYPE,
+    base: str | None = O_BASE,
     compile: bool = O_COMPILE,
     offload: bool = O_OFFLOAD,
     overwrite: bool = O_OVERWRITE,
@@ -159,23 +159,23 @@ def gen(
 def animate(
     image: Path = typer.Argument(..., metavar="IMAGE", help="The photo that becomes the first frame."),
     motions: list[str] = typer.Option(..., "--motion", "-m", help="Motion NAME[:WEIGHT]; repeat to blend motions."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="What the video shows [default: the motion's training prompt, else the image's file name]."),
-    output: Optional[Path] = O_OUTPUT,
-    fmt: Optional[str] = O_FORMAT,
-    fps: Optional[float] = O_FPS,
-    frames: Optional[int] = O_FRAMES,
-    width: Optional[int] = O_WIDTH,
-    height: Optional[int] = O_HEIGHT,
-    steps: Optional[int] = O_STEPS,
-    guidance: Optional[float] = O_GUIDANCE,
-    negative: Optional[str] = O_NEGATIVE,
-    seed: Optional[int] = O_SEED,
-    shared_noise: Optional[float] = O_SHARED,
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="What the video shows [default: the motion's training prompt, else the image's file name]."),
+    output: Path | None = O_OUTPUT,
+    fmt: str | None = O_FORMAT,
+    fps: float | None = O_FPS,
+    frames: int | None = O_FRAMES,
+    width: int | None = O_WIDTH,
+    height: int | None = O_HEIGHT,
+    steps: int | None = O_STEPS,
+    guidance: float | None = O_GUIDANCE,
+    negative: str | None = O_NEGATIVE,
+    seed: int | None = O_SEED,
+    shared_noise: float | None = O_SHARED,
     no_adain: bool = O_NO_ADAIN,
     no_histogram_match: bool = O_NO_HIST,
-    device: Optional[str] = O_DEVICE,
-    dtype: Optional[str] = O_DTYPE,
-    base: Optional[str] = O_BASE,
+    device: str | None = O_DEVICE,
+    dtype: str | None = O_DTYPE,
+    base: str | None = O_BASE,
     compile: bool = O_COMPILE,
     offload: bool = O_OFFLOAD,
     overwrite: bool = O_OVERWRITE,
@@ -281,7 +281,7 @@ def _run(
     many: bool,
 ) -> None:
     from .. import settings
-    from ..engine import check_sample_args, image_digest
+    from ..engine import check_sample_args, image_digest, new_seed
     from ..generate import output_format, parse_motion, plan_output, save_video
     from ..registry import Registry
     from .render import RichReporter, emit_json, info, setup_logging
@@ -291,9 +291,8 @@ def _run(
     registry = Registry()
     motions = [parse_motion(s) for s in motion_specs]
     manifests = [registry.manifest(name) for name, _ in motions]  # MotionNotFound, hint `lamp list`
-    for name, _ in motions:
-        want = opts.expect.get("digests", {}).get(name)
-        have = registry.manifest(name).digest
+    for (name, _), manifest in zip(motions, manifests, strict=True):
+        want, have = opts.expect.get("digests", {}).get(name), manifest.digest
         if want and want != have:
             info(f"[yellow]Warning:[/yellow] motion '{name}' changed since the video was made ({want[:19]} -> {have[:19]}); the video will differ")
     first = manifests[0]
@@ -347,8 +346,6 @@ def _run(
     # 3. One video per prompt.
     results = []
     for text, path in plans:
-        from ..engine import new_seed
-
         seed = opts.seed if opts.seed is not None else new_seed()
         info(f"seed {seed}")
         kw: dict[str, Any] = {}

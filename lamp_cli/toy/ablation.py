@@ -1,0 +1,193 @@
+"""The paper's claims at toy scale: motion error and content fidelity with each part switched off.
+
+For each motion: learn it once from toy clips on the toy base, then generate videos of shape and
+colour pairs the clips never showed, with the full method and with one part removed at a time:
+
+- shared noise    `shared_noise=0` (independent noise per frame)
+- AdaIN           `adain=False`
+- histogram match `histogram_match=False`
+- first frame     frame 1 is denoised with the others instead of given clean (same video UNet)
+- temporal conv   the adapter's `conv1d` kernels zeroed (the motion conv becomes the identity)
+
+Motion error: mean distance (px) between the object's measured centroid displacement and the
+motion's true one. Content fidelity: the fraction of frames in which simple image analysis reads
+the prompted shape, colour and background.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..progress import Reporter, reporter_or_null
+from . import world
+from .demo import DEMO_GUIDANCE, DEMO_LR, DEMO_SAMPLE_STEPS, FRAMES, check_motion
+
+VARIANTS = ("full", "no shared noise", "no AdaIN", "no histogram match", "no first frame", "no temporal conv")
+
+
+@dataclass
+class Row:
+    motion: str
+    variant: str
+    motion_error: float  # px, mean over videos
+    content: float  # fraction of frames that read as the prompt, mean over videos
+    first_frame: float  # fraction of videos whose frame 1 reads as the prompt
+    videos: int
+
+
+def without_temporal_conv(adapter: Any) -> Any:
+    """A copy of `adapter` whose motion-conv kernels are zero: conv1d(y) = 0, so out = y."""
+    from ..adapter import MotionAdapter
+
+    tensors = {k: (v * 0 if ".conv1d." in k else v) for k, v in adapter.tensors.items()}
+    return MotionAdapter(tensors=tensors, metadata=dict(adapter.metadata))
+
+
+def sample_without_first_frame(
+    engine: Any, adapter: Any, prompt: str, *, frames: int, width: int, height: int, steps: int,
+    guidance: float, seed: int, shared_noise: float = 0.2,
+) -> np.ndarray:
+    """The engine's loop with frame 0 denoised from noise like the others (no clean first frame).
+
+    Everything else as `Engine.sample`: shared noise, CFG, AdaIN, histogram matching.
+    """
+    import torch
+
+    from ..engine import adain_final, adain_step, adain_switch_index, decode_latents, guided_noise
+    from ..engine import histogram_match_frames, shared_noise_latents
+
+    base = engine.base
+    engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
+    h, w = height // base.vae_scale_factor, width // base.vae_scale_factor
+    embeds = base.encode_prompt(["", prompt]).to(engine.device, engine.dtype)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latents = shared_noise_latents((1, 4, frames, h, w), shared_noise, generator, engine.device)
+    scheduler = base.ddim()
+    scheduler.set_timesteps(steps)
+    switch = adain_switch_index(steps, 0.62)
+    for i, t in enumerate(scheduler.timesteps):
+        with torch.no_grad():
+            pred = engine.video_unet(torch.cat([latents, latents]).to(engine.dtype), t, embeds).float()
+        latents = scheduler.step(guided_noise(pred, guidance), t, latents, eta=0.0).prev_sample
+        adain_step(latents, late=i >= switch)
+    adain_final(latents)
+    return histogram_match_frames(decode_latents(base.vae, latents, base.latent_scale))
+
+
+def unseen_targets(motion: str, n: int, seed: int) -> list[tuple[str, str, str]]:
+    """`n` (shape, colour, background) triples from the base's training set with distinct (shape, colour)."""
+    rng = np.random.default_rng(seed + 2000)
+    triples = world.training_triples()
+    if motion == "spin":
+        triples = [t for t in triples if t[0] != "circle"]
+    out: list[tuple[str, str, str]] = []
+    for i in rng.permutation(len(triples)):
+        t = triples[int(i)]
+        if all((t[0], t[1]) != (u[0], u[1]) for u in out):
+            out.append(t)
+        if len(out) == n:
+            break
+    return out
+
+
+def run_ablation(
+    motions: Sequence[str] = ("slide_right", "rise"),
+    *,
+    train_steps: int = 300,
+    targets: int = 4,
+    seed: int = 0,
+    sample_steps: int = DEMO_SAMPLE_STEPS,
+    base: Any = "toy",
+    variants: Sequence[str] = VARIANTS,
+    progress: Reporter | None = None,
+) -> tuple[list[Row], dict[str, Any]]:
+    """Rows of the ablation table and a record (timings, settings, per-video numbers)."""
+    import tempfile
+
+    from ..engine import Engine
+    from ..models.base import BaseComponents, load_base
+    from ..train import train_motion
+
+    for m in motions:
+        if m not in world.MOTIONS:
+            raise InvalidInput(f"unknown toy motion '{m}'", hint=f"choose from: {', '.join(world.MOTIONS)}")
+    for v in variants:
+        if v not in VARIANTS:
+            raise InvalidInput(f"unknown variant '{v}'", hint=f"choose from: {', '.join(VARIANTS)}")
+    progress = reporter_or_null(progress)
+    components = base if isinstance(base, BaseComponents) else load_base(str(base))
+    engine = Engine(components, first_frame_model="base")
+    rows: list[Row] = []
+    record: dict[str, Any] = {"train_steps": train_steps, "sample_steps": sample_steps, "guidance": DEMO_GUIDANCE,
+                              "seed": seed, "videos": [], "train_seconds": {}}
+    size = world.SIZE
+    t_start = time.perf_counter()
+    for motion in motions:
+        picks = unseen_targets(motion, targets, seed)
+        with tempfile.TemporaryDirectory(prefix="lamp-ablation-") as tmp:
+            world.write_clips(motion, Path(tmp), n=8, seed=seed, frames=FRAMES, exclude=[(s, c) for s, c, _ in picks])
+            t0 = time.perf_counter()
+            trained = train_motion(
+                tmp, f"ablation-{motion.replace('_', '-')}", base=components, steps=train_steps, frames=FRAMES,
+                stride=1, width=size, height=size, lr=DEMO_LR, seed=seed, device="cpu", checkpoint_every=0,
+                force=True, publish=False, progress=progress,
+            )
+            record["train_seconds"][motion] = round(time.perf_counter() - t0, 1)
+        adapter = trained.adapter
+        no_conv = without_temporal_conv(adapter)
+        # One first frame per target, shared by every variant that uses one.
+        firsts = {}
+        for k, t in enumerate(picks):
+            image, _ = engine.first_frames()(world.caption(*t), width=size, height=size, steps=sample_steps,
+                                             seed=seed + k)
+            firsts[t] = image
+        progress.start(f"ablation {motion}", len(variants) * len(picks))
+        for variant in variants:
+            errors, contents, ffs = [], [], []
+            for k, t in enumerate(picks):
+                prompt = world.caption(*t)
+                kw = dict(frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE,
+                          seed=seed + k)
+                if variant == "no first frame":
+                    frames = sample_without_first_frame(engine, adapter, prompt, **kw)
+                else:
+                    frames = engine.sample(
+                        [(no_conv if variant == "no temporal conv" else adapter, 1.0)], prompt, firsts[t],
+                        shared_noise=0.0 if variant == "no shared noise" else 0.2,
+                        adain=variant != "no AdaIN",
+                        histogram_match=variant != "no histogram match",
+                        **kw,
+                    ).frames
+                check = check_motion(frames, motion)
+                readings = [world.read_frame(f) for f in frames]
+                content = float(np.mean([r.matches(*t) for r in readings]))
+                errors.append(check.error)
+                contents.append(content)
+                ffs.append(readings[0].matches(*t))
+                record["videos"].append({"motion": motion, "variant": variant, "target": t,
+                                         "error_px": check.error, "content": content,
+                                         "velocity": check.velocity})
+                progress.advance(1)
+            rows.append(Row(motion, variant, float(np.nanmean(errors)), float(np.mean(contents)),
+                            float(np.mean(ffs)), len(picks)))
+        progress.finish()
+    record["seconds"] = round(time.perf_counter() - t_start, 1)
+    return rows, record
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The ablation as a markdown table (one row per motion and variant)."""
+    lines = [
+        "| motion | variant | motion error (px) ↓ | content fidelity ↑ | frame 1 correct ↑ | videos |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.motion} | {r.variant} | {r.motion_error:.2f} | {r.content:.2f} | {r.first_frame:.2f} | {r.videos} |")
+    return "\n".join(lines)
