@@ -19,6 +19,7 @@ _LAZY = {
     "MotionAdapter": "lamp_cli.adapter",
     "Engine": "lamp_cli.engine",
     "train_motion": "lamp_cli.train",
+    "edit_video": "lamp_cli.edit",
     "VideoUNet": "lamp_cli.models.video_unet",
     "load_base": "lamp_cli.models.base",
     "LampError": "lamp_cli.errors",

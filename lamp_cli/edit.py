@@ -163,14 +163,18 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}.get(file.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot write an image to {file.name}", hint="use a .png file name")
+    from .video import read_video, resize_center_crop
+
     check_video(video, window)
-    frames, _ = read_window(video, EditWindow(window.start, 1, 1, window.width, window.height))
+    clip = read_video(video)
+    check_window(clip.num_frames, window, what=f"video {Path(video).name}")
+    first = resize_center_crop(clip.frames[window.start], window.width, window.height)
     if fmt != "PNG":
         log.warning("%s is lossy: the exported frame will differ from the video's (use .png to keep it exact)", fmt)
     import io
 
     buf = io.BytesIO()
-    Image.fromarray(frames[0]).save(buf, format=fmt)
+    Image.fromarray(first).save(buf, format=fmt)
     atomic_write_bytes(file, buf.getvalue())
     return file
 
@@ -517,12 +521,40 @@ def _load_tuning_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
+def _train(
+    train_motion: Any, video: Path, name: str, base: Any, prompt: str, steps: int, window: EditWindow, lr: float,
+    registry: Registry, device: str, progress: Reporter | None, resume: bool,
+) -> Any:
+    """train_motion on exactly the edit window, in order, never flipped (a resumed run checks
+    that its checkpoint was made with the same settings)."""
+    return train_motion(
+        video,
+        name,
+        base=base,
+        prompt=prompt,
+        steps=steps,
+        seed=EDIT_TRAIN_SEED,
+        frames=window.frames,
+        stride=window.stride,
+        window_start=window.start,
+        flip=False,
+        width=window.width,
+        height=window.height,
+        lr=lr,
+        checkpoint_every=0,
+        registry=registry,
+        device=device,
+        progress=progress,
+        resume=resume,
+    )
+
+
 def _find_or_train(
     engine: Engine,
     registry: Registry,
     *,
     name: str | None,
-    settings: dict[str, Any],
+    tuning: dict[str, Any],
     window: EditWindow,
     video: Path,
     train_steps: int,
@@ -531,11 +563,11 @@ def _find_or_train(
     device: str,
     progress: Reporter | None,
 ) -> tuple[Any, Any, bool, float]:
-    """The tuned motion for `settings`: reused from the registry, or trained and published.
-    Returns (manifest, adapter, trained, seconds)."""
-    name = name or tuned_motion_name(settings)
+    """The tuned motion for `tuning` (see `tuning_settings`): reused from the registry, or
+    trained and published. Returns (manifest, adapter, trained, seconds)."""
+    name = name or tuned_motion_name(tuning)
     folder = edits_dir(name, registry.root)
-    key = _digest(settings)
+    key = _digest(tuning)
     record = _load_tuning_record(folder)
     if registry.exists(name):
         manifest = registry.get(name)
@@ -549,8 +581,13 @@ def _find_or_train(
         )
     import torch
 
-    from .train import train_motion
+    from .errors import Interrupted
+    from .train import checkpoint_path, train_motion
 
+    # An edit interrupted during tuning left a checkpoint: the same command picks it up.
+    resume = checkpoint_path(name).exists()
+    if resume:
+        log.info("resuming the interrupted tuning of '%s'", name)
     idx = window.indices
     log.info(
         "tuning motion '%s' on frames %d..%d (every %d) of %s: %d steps, once; later edits of this video reuse it",
@@ -561,25 +598,11 @@ def _find_or_train(
     # loaded in half precision is not trainable (the optimizer needs fp32 weights): then
     # train_motion loads its own fp32 copy and trains in mixed precision.
     shared_base = engine.base if engine.dtype == torch.float32 else engine.base.spec
-    result = train_motion(
-        video,
-        name,
-        base=shared_base,
-        prompt=source_prompt,
-        steps=train_steps,
-        frames=window.frames,
-        stride=window.stride,
-        window_start=window.start,
-        flip=False,
-        width=window.width,
-        height=window.height,
-        lr=lr,
-        seed=EDIT_TRAIN_SEED,
-        checkpoint_every=0,
-        registry=registry,
-        device=device,
-        progress=progress,
-    )
+    try:
+        result = _train(train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
+                        device, progress, resume)
+    except Interrupted as e:
+        raise Interrupted(e.message, hint="run the same `lamp edit` command again to continue the tuning") from None
     seconds = time.perf_counter() - t0
     manifest = result.manifest
     folder.mkdir(parents=True, exist_ok=True)
@@ -587,8 +610,8 @@ def _find_or_train(
         stale.unlink(missing_ok=True)
     atomic_write_text(
         folder / "tuning.json",
-        json.dumps({"key": key, "digest": manifest.digest, "settings": settings, "video": str(video)}, indent=2, sort_keys=True)
-        + "\n",
+        json.dumps({"key": key, "digest": manifest.digest, "settings": tuning, "video": str(video)},
+                   indent=2, sort_keys=True) + "\n",
     )
     return manifest, result.adapter, True, seconds
 
@@ -604,23 +627,23 @@ def edit_video(
     frames: int = EDIT_FRAMES,
     stride: int = EDIT_STRIDE,
     start_frame: int = 0,
-    width: int = 512,
-    height: int = 320,
-    lr: float = 3e-5,
+    width: int | None = None,
+    height: int | None = None,
+    lr: float | None = None,
     edit_strength: float = EDIT_STRENGTH,
     controlnet: str | None = None,
-    inversion_steps: int = 50,
+    inversion_steps: int | None = None,
     inversion_refine: int = INVERSION_REFINE,
     inversion_prompt: str = "",
     inversion_tol: float = INVERSION_TOL,
-    guidance: float = 12.5,
+    guidance: float | None = None,
     negative: str = "",
     seed: int | None = None,
     adain: bool = True,
     histogram_match: bool = True,
-    base: Any = "tiny",
-    device: str = "auto",
-    dtype: str = "auto",
+    base: Any = None,
+    device: str | None = None,
+    dtype: str | None = None,
     engine: Engine | None = None,
     registry: Registry | None = None,
     progress: Reporter | None = None,
@@ -633,12 +656,20 @@ def edit_video(
     sampling with it at guidance 1). `first_frame`: an edited version of the window's first frame
     (see `export_first_frame`); None makes one by image-to-image (`edit_strength`, optionally
     with `controlnet`). `engine`: reuse an already-loaded engine (its base wins over `base`).
+    Options left as None come from the settings (`lamp doctor`): width, height, lr, steps (DDIM),
+    guidance, base, device, dtype.
     """
+    from . import settings
     from .engine import check_sample_args, new_seed
     from .registry import Registry, validate_name
     from .video import load_image
 
     t_total = time.perf_counter()
+    width, height = int(settings.get("width", width)), int(settings.get("height", height))
+    lr = float(settings.get("lr", lr))
+    inversion_steps = int(settings.get("steps", inversion_steps))
+    guidance = float(settings.get("guidance", guidance))
+    device, dtype = settings.get("device", device), settings.get("dtype", dtype)
     video = Path(video)
     window = EditWindow(int(start_frame), int(frames), int(stride), int(width), int(height))
     notes: list[str] = []
@@ -648,14 +679,18 @@ def edit_video(
         raise InvalidInput("the edit prompt is empty", hint='describe the edited video, e.g. "a girl in black runs on the road"')
     if name is not None:
         validate_name(name)
+    if inversion_steps < 1:
+        raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
     check_sample_args(
         frames=window.frames, width=width, height=height, steps=inversion_steps, guidance=guidance,
         shared_noise=0.0, seed=seed,
     )
     if train_steps < 1:
         raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
-    if inversion_refine < 0 or not inversion_tol >= 0:
+    if inversion_refine < 0:
         raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
+    if not inversion_tol >= 0:
+        raise InvalidInput(f"the inversion tolerance must be >= 0 (got {inversion_tol})")
     if not 0.0 < edit_strength <= 1.0:
         raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
     check_video(video, window)
@@ -684,17 +719,17 @@ def edit_video(
     if engine is None:
         from .engine import Engine
 
-        engine = Engine(base, device=device, dtype=dtype)
+        engine = Engine(settings.get("base", base), device=device, dtype=dtype)
     load_s = time.perf_counter() - t0
 
     # 4. Tune (or reuse) a motion on the window.
-    settings = tuning_settings(
+    tuning = tuning_settings(
         video_hash=video_hash, window=window, train_steps=train_steps, lr=lr,
         source_prompt=source_prompt, base_fingerprint=engine.base.fingerprint,
     )
     manifest, adapter, trained, train_s = _find_or_train(
-        engine, registry, name=name, settings=settings, window=window, video=video, train_steps=train_steps, lr=lr, source_prompt=source_prompt, device=device,
-        progress=progress,
+        engine, registry, name=name, tuning=tuning, window=window, video=video, train_steps=train_steps,
+        lr=lr, source_prompt=source_prompt, device=device, progress=progress,
     )
     motion = manifest.name
     if not trained:
@@ -705,7 +740,8 @@ def edit_video(
     latents = encode_window(engine, window_frames)
     key = inversion_key(
         video_hash=video_hash, window=window, steps=inversion_steps, refine=inversion_refine,
-        prompt=inversion_prompt, refine_tol=inversion_tol, motion_digest=manifest.digest, base_fingerprint=engine.base.fingerprint,
+        prompt=inversion_prompt, refine_tol=inversion_tol, motion_digest=manifest.digest,
+        base_fingerprint=engine.base.fingerprint,
     )
     inv_path = edits_dir(motion, registry.root) / f"{key}.safetensors"
     inverted = load_inverted(inv_path, tuple(latents.shape))
@@ -733,7 +769,8 @@ def edit_video(
     # 6. The first frame: the user's, or an image edit of the window's first frame.
     t0 = time.perf_counter()
     if user_frame is not None:
-        new_first, first_source = user_frame, {"source": "image", "path": str(first_frame) if isinstance(first_frame, (str, Path)) else None}
+        path = str(first_frame) if isinstance(first_frame, (str, Path)) else None
+        new_first, first_source = user_frame, {"source": "image", "path": path}
     elif controlnet_path is not None:
         new_first = controlnet_image_to_image(
             engine, window_frames[0], prompt, controlnet_path, strength=edit_strength,
@@ -762,7 +799,7 @@ def edit_video(
         "total_s": round(time.perf_counter() - t_total, 3),
     }
     record = dict(result.record)
-    record["first_frame"] = {**first_source, **{k: v for k, v in record.get("first_frame", {}).items() if k == "sha256"}}
+    record["first_frame"] = {**first_source, "sha256": record.get("first_frame", {}).get("sha256")}
     record["edit"] = {
         "video": str(video),
         "video_sha256": video_hash,
@@ -773,8 +810,11 @@ def edit_video(
         "motion_digest": manifest.digest,
         "trained": trained,
         "train_steps": train_steps,
-        "inversion": {"steps": inversion_steps, "refine": inversion_refine, "refine_tol": inversion_tol,
-                      "prompt": inversion_prompt, "guidance": None, **inv_stats, "clean_first_frame": True, "cached": inversion_cached, "path": str(inv_path)},
+        "inversion": {
+            "steps": inversion_steps, "refine": inversion_refine, "refine_tol": inversion_tol,
+            "prompt": inversion_prompt, "guidance": None, **inv_stats, "clean_first_frame": True,
+            "cached": inversion_cached, "path": str(inv_path),
+        },
         "notes": notes,
         "timings": timings,
     }

@@ -29,14 +29,39 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def umask() -> int:
+    """The process's current umask (read without changing it for longer than a call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_sibling(path: str | Path, suffix: str = "") -> Path:
+    """A new, empty, process-unique temp file beside `path` (same filesystem, so `os.replace`
+    is atomic), with the permissions an ordinary new file would get (mkstemp's are 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~umask())
+    return Path(tmp)
+
+
+def replace_durably(tmp: str | Path, path: str | Path) -> None:
+    """fsync `tmp`, rename it over `path`, fsync the folder."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """Yield a binary file; on clean exit it replaces `path` atomically, on error it vanishes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.", dir=path.parent)
+    tmp = temp_sibling(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

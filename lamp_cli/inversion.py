@@ -4,8 +4,10 @@ to the video (LAMP §5.2 editing; LAMP_REFERENCE §6).
 Deterministic DDIM (eta 0) sampling takes, at each timestep t with previous level t_prev,
     x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t);   x_t_prev = sqrt(a_prev) * x0 + sqrt(1 - a_prev) * eps
 where eps = UNet(x_t, t). Inversion runs the same update backwards, from the clean latents up to
-the last timestep of the schedule, with the usual approximation that eps at level t is predicted
-from the latent one level below (x_t itself is what we are computing).
+the last timestep of the schedule. Plain DDIM inversion (the reference's) predicts eps at level t
+from the latent one level below, since x_t is what it is computing; `refine` re-predicts it from
+the current estimate of x_t a few times (a fixed-point iteration), which makes each step the
+inverse of the sampling step it undoes.
 
 Frame 0 stays the clean latent at every step, exactly as during training and sampling (the
 reference code noised it too, a train/test mismatch: its frames take their attention keys and

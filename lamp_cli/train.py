@@ -389,20 +389,14 @@ def _checkpoint_tensors(video_unet: Any, optimizer: Any, names: list[str]) -> di
 
 def save_checkpoint(path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write a checkpoint atomically: a temp file beside it, fsync, rename (never a pickle)."""
-    import tempfile
-
     from safetensors.torch import save_file
 
-    from .fsutil import TMP_PREFIX
+    from .fsutil import replace_durably, temp_sibling
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.{os.getpid()}.", dir=path.parent)
-    os.close(fd)
+    tmp = temp_sibling(path)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "lamp.checkpoint": json.dumps(meta, default=str)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -484,6 +478,9 @@ class TrainResult:
     resumed_from: int = 0
     video_unet: Any = None  # the trained model (e.g. for DDIM inversion right after training)
     is_main_process: bool = True
+    eval: dict[str, Any] | None = None  # train_eval's summary: settings, history, best step
+    best_adapter: Any = None  # MotionAdapter of the best evaluated step (published as NAME-best)
+    best_manifest: Any = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -501,7 +498,22 @@ class TrainResult:
             "prompts": self.data.get("prompts"),
             "clips": len(self.data.get("clips", [])),
             "manifest": self.manifest.to_json() if self.manifest else None,
+            "eval": self._eval_json(),
         }
+
+    def _eval_json(self) -> dict[str, Any] | None:
+        if self.eval is None:
+            return None
+        doc = {k: v for k, v in self.eval.items() if k != "first_frames"}
+        if doc.get("best") is not None:
+            m = self.best_manifest
+            doc["best"] = {
+                **doc["best"],
+                "name": m.name if m else None,
+                "digest": m.digest if m else None,
+                "id": m.id if m else None,
+            }
+        return doc
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,6 +668,33 @@ def _resume_command(clips: str | Path, name: str, base: str) -> str:
     return shlex.join(cmd + ["--resume"])
 
 
+def _evaluate_safely(evaluator: Any, step: int, video_unet: Any, loss: float) -> None:
+    """Score the motion at `step`; a failed evaluation is reported, and training goes on."""
+    try:
+        evaluator.evaluate(step, video_unet, loss)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # e.g. out of memory while sampling: the run is worth more than one score
+        log.warning("evaluation at step %d failed (%s: %s); training goes on", step, type(e).__name__, e)
+        evaluator.history.append({"step": step, "error": f"{type(e).__name__}: {e}"})
+
+
+def _best_adapter(evaluator: Any, train_record: dict[str, Any], md: dict[str, str]) -> Any:
+    """NAME-best: the best step's tensors with the run's header, its own name and step count."""
+    from .adapter import MotionAdapter
+    from .train_eval import best_name
+
+    point = evaluator.best_point
+    record = {
+        **train_record,
+        "steps": point["step"],  # the steps this adapter was trained for (the manifest shows them)
+        "final_loss": point["loss"],
+        "selected": {"by": evaluator.plan.score, "step": point["step"], "run_steps": train_record["steps"], "last": evaluator.name},
+    }
+    header = {**md, "lamp.name": best_name(evaluator.name), "lamp.train": json.dumps(record, sort_keys=True, default=str)}
+    return MotionAdapter(evaluator.best.tensors, header)
+
+
 def train_motion(
     clips: str | Path,
     name: str,
@@ -682,6 +721,10 @@ def train_motion(
     publish: bool = True,
     eval_every: int | None = None,
     eval_prompts: list[str] | None = None,
+    eval_steps: int | None = None,
+    eval_seed: int | None = None,
+    clip_model: str | None = None,
+    eval_out: str | Path | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     window_start: int | None = None,
     flip: bool = True,
@@ -697,14 +740,14 @@ def train_motion(
     `on_step(StepInfo)` is called after every step. `window_start` fixes every step's window
     start and `flip=False` turns off the random flip (one-video tuning for `lamp edit`).
     The checkpoint is deleted once the adapter is published (or returned, with `publish=False`).
+    `eval_every` N with `eval_prompts` (else the recipe's): every N steps and at the end, sample
+    the prompts with the engine as `lamp gen` does (`eval_steps` DDIM steps, default setting
+    'steps'; seed `eval_seed`, default 0) and score them with CLIP (`clip_model`); the best step
+    by mean text alignment is published as NAME-best beside NAME (see train_eval.py). `eval_out`:
+    a folder for each evaluation's videos (`step-000500/00_<prompt>.mp4`, with sidecars).
     """
     from .registry import Registry, validate_name
 
-    if eval_every is not None or eval_prompts:
-        raise InvalidInput(
-            "sampling during training (eval_every/eval_prompts) is not supported",
-            hint="train, then run `lamp eval NAME`",
-        )
     # 1. check everything that needs no model
     validate_name(name)
     registry = registry if registry is not None else Registry()
@@ -784,6 +827,19 @@ def train_motion(
             f"--mixed-precision {mp} differs from the checkpoint's {saved.get('mixed_precision')}",
             hint="resume without --mixed-precision, or start over with --force",
         )
+    from . import train_eval
+
+    eval_plan = train_eval.resolve_eval_plan(
+        eval_every, eval_prompts, frames=frames, width=width, height=height, total_steps=steps,
+        eval_steps=eval_steps, eval_seed=eval_seed, clip_model=clip_model,
+        recipe_prompts=rec.eval_prompts if rec is not None else None, saved=((meta or {}).get("eval") or {}).get("plan"),
+    )
+    if eval_plan is not None:
+        train_eval.check_best_name(name, registry, publish=publish, force=force)
+        if eval_out is not None:
+            eval_out = train_eval.check_out(eval_out)
+    elif eval_out is not None:
+        raise InvalidInput("--eval-out needs --eval-every N", hint="e.g. --eval-every 500")
     infos = check_clips(clips, frames, stride)
     for info in infos if window_start is not None else []:
         if window_start < 0 or window_start + window_span(frames, stride) > info.num_frames:
@@ -818,6 +874,9 @@ def train_motion(
     progress = reporter_or_null(progress if is_main else None)
     if is_main:
         log.info("seed %d (--seed %d repeats this run)", seed, seed)
+    scorer = None
+    if eval_plan is not None and is_main:  # a missing CLIP model fails here, before any training
+        scorer = train_eval.load_scorer(eval_plan, accelerator.device)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -866,6 +925,16 @@ def train_motion(
         adapter_dtype=adapter_dtype,
         device=str(device_t),
     )
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[adapter_dtype]
+    evaluator = None
+    if meta is None and is_main:
+        train_eval.discard_stale_best(run_dir(name))
+    if scorer is not None:  # built before the base UNet is inflated: its engine needs the 2-D UNet
+        evaluator = train_eval.TrainingEvaluator.start(
+            eval_plan, scorer, base, own_base=own_base, base_spec=base_spec, device=device_t,
+            name=name, folder=run_dir(name), adapter_dtype=dtype, out=eval_out,
+        )
+        evaluator.restore((meta or {}).get("eval"))
     # A passed-in base is shared (e.g. by an Engine): inflate a copy, never the caller's UNet.
     unet2d = base.unet if own_base else copy.deepcopy(base.unet)
     video_unet = VideoUNet.from_unet2d(unet2d.to(device_t)).freeze_base()
@@ -916,6 +985,7 @@ def train_motion(
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                 "python_rng": [py[0], list(py[1]), py[2]],
                 "numpy_rng": [np_state[0], *np_state[2:]],
+                "eval": evaluator.state() if evaluator is not None else None,
             }
             save_checkpoint(ckpt, _checkpoint_tensors(unwrapped, optimizer, names), meta_out)
         accelerator.wait_for_everyone()
@@ -958,6 +1028,13 @@ def train_motion(
                     on_step(StepInfo(step_done, value, smoothed(len(losses)), batch))
                 if stop.requested:
                     raise KeyboardInterrupt
+                if eval_plan is not None and eval_plan.due(step_done, steps):
+                    accelerator.wait_for_everyone()
+                    if evaluator is not None:
+                        _evaluate_safely(evaluator, step_done, accelerator.unwrap_model(model), smoothed(len(losses)))
+                    accelerator.wait_for_everyone()
+                    if stop.requested:  # Ctrl-C while sampling: stop now, with the score kept
+                        raise KeyboardInterrupt
                 if checkpoint_every and step_done % checkpoint_every == 0 and step_done < steps:
                     write_checkpoint(step_done)
     except _AbortNow:
@@ -1006,6 +1083,8 @@ def train_motion(
         "seconds": round(seconds, 3),
         "started_from_step": start_step,
     }
+    if evaluator is not None:
+        train_record["eval"] = evaluator.summary()
     md = make_metadata(
         name=name,
         base_spec=base_spec,
@@ -1016,12 +1095,19 @@ def train_motion(
         height=height,
         train=train_record,
     )
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[adapter_dtype]
     adapter = extract(trained, None, dtype=dtype, metadata=md)
-    manifest = None
+    manifest = best_adapter = best_manifest = None
+    if evaluator is not None and evaluator.best is not None:
+        best_adapter = _best_adapter(evaluator, train_record, md)
     if is_main:
         if publish:
             manifest = registry.publish_adapter(adapter, force=force, source=f"lamp train {opts.clips}")
+            if best_adapter is not None:
+                best_manifest = registry.publish_adapter(
+                    best_adapter, force=force, source=f"lamp train {opts.clips} (best of '{name}')"
+                )
+        if evaluator is not None:
+            evaluator.cleanup()
         ckpt.unlink(missing_ok=True)
         try:
             ckpt.parent.rmdir()
@@ -1042,6 +1128,9 @@ def train_motion(
         resumed_from=start_step,
         video_unet=trained,
         is_main_process=is_main,
+        eval=train_record.get("eval"),
+        best_adapter=best_adapter,
+        best_manifest=best_manifest,
     )
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInput, NotFound
-from .fsutil import TMP_PREFIX, atomic_writer
+from .fsutil import TMP_PREFIX, atomic_writer, temp_sibling, umask
 
 log = logging.getLogger("lamp")
 
@@ -424,21 +424,13 @@ def _pad_even(frames: np.ndarray, what: str) -> np.ndarray:
     return frames
 
 
-def _tmp_sibling(path: Path, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(
-        prefix=f"{TMP_PREFIX}{path.stem}.{os.getpid()}.", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
-    return Path(tmp)
-
-
 def _write_ffmpeg(frames: np.ndarray, path: Path, fps: float, codec: str, output_params: list[str]) -> None:
     import imageio_ffmpeg
 
     frames = _pad_even(frames, "H.264" if codec == "libx264" else "VP9")
     _t, h, w, _ = frames.shape
     # the temp name ends in the format's extension: ffmpeg picks the container from it
-    tmp = _tmp_sibling(path, ".mp4" if codec == "libx264" else ".webm")
+    tmp = temp_sibling(path, ".mp4" if codec == "libx264" else ".webm")
     try:
         gen = imageio_ffmpeg.write_frames(
             str(tmp),
@@ -494,6 +486,7 @@ def _write_frames(frames: np.ndarray, folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(f"{folder} exists and is not a folder", hint="choose another output path")
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{folder.name}.{os.getpid()}.", dir=folder.parent))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp's folders are 0700; outputs should be readable like any other
     try:
         for i, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / f"frame_{i:04d}.png")

@@ -7,6 +7,7 @@ Everything runs on the tiny base on CPU: 64×48 pixels (8×6 latents), 4-5 frame
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_refined_inversion_of_a_video_unet_reconstructs_far_better_than_plain(ti
         assert stats["unet_calls"] == 20 * (1 + refine)
         assert torch.equal(x_t[:, :, 0], lat[:, :, 0])
         errors[refine] = rel_error(ddim_sample_from(unet, x_t, tiny_base.ddim(), text, steps=20), lat)
-    # Measured: plain 0.54, refined 0.002 (4 iterations, 20 steps).
+    # Measured: plain 0.56, refined 0.003 (4 iterations, 20 steps).
     assert errors[0] > 0.2
     assert errors[4] < 0.02
 
@@ -154,3 +155,203 @@ def test_invert_then_sample_with_the_original_first_frame_reconstructs_the_windo
     assert err_matched < 0.03
     assert err_empty < 0.03
     assert err_mismatch < 0.2 * err_random
+
+
+# --------------------------------------------------------------------------------------------
+# the command: caches, export, bad input
+# --------------------------------------------------------------------------------------------
+def tiny_edit_args(video: Path, base_dir: Path, *extra: str) -> list[str]:
+    return [
+        "edit", str(video), *extra, "--base", str(base_dir), "--device", "cpu", "--frames", "4", "--stride", "2",
+        "--width", str(W), "--height", str(H), "--steps", "3", "--ddim-steps", "4", "--inversion-refine", "0",
+        "--seed", "1", "--json",
+    ]
+
+
+def test_second_edit_of_the_same_video_trains_nothing(square_video, tiny_base_dir, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    import lamp_cli.train
+    from lamp_cli.registry import Registry
+    from lamp_cli.video import read_video
+
+    wide = tmp_path / "wide.png"  # aspect 2.5, the window's is 1.33
+    Image.fromarray(np.full((40, 100, 3), 200, np.uint8)).save(wide)
+    code, out, err = run_cli(
+        tiny_edit_args(square_video, tiny_base_dir, "a red square moves right", "--first-frame", str(wide),
+                       "-o", str(tmp_path / "one.gif")), capsys)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["trained"] is True and first["inversion_cached"] is False
+    assert first["motion"].startswith("edit-") and len(first["motion"]) == len("edit-") + 12
+    assert first["timings"]["train_s"] > 0
+    assert "center-cropped" in err and any("center-cropped" in n for n in first["notes"])
+    assert first["source_frames"] == [0, 2, 4, 6]
+    assert first["fps"] == 4.0  # the source's 8 fps at stride 2: real speed
+    registry = Registry()
+    manifest_file = registry.manifest_path(first["motion"])
+    before = (registry.names(), registry.get(first["motion"]).digest, manifest_file.read_bytes(),
+              manifest_file.stat().st_mtime_ns)
+    clip = read_video(first["path"])
+    assert clip.frames.shape == (4, H, W, 3)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("train_motion called on a cached edit")
+
+    monkeypatch.setattr(lamp_cli.train, "train_motion", no_training)
+    # No --first-frame this time: the first frame is an image edit of the window's first frame.
+    code, out, err = run_cli(
+        tiny_edit_args(square_video, tiny_base_dir, "a green square moves right", "-o", str(tmp_path / "two.gif")),
+        capsys)
+    assert code == 0, err
+    second = json.loads(out)
+    assert f"reusing tuned motion '{first['motion']}' (no training)" in err
+    assert second["motion"] == first["motion"]
+    assert second["trained"] is False and second["inversion_cached"] is True
+    assert second["timings"]["train_s"] == 0.0
+    assert second["first_frame"]["source"] == "image edit"
+    after = (registry.names(), registry.get(first["motion"]).digest, manifest_file.read_bytes(),
+             manifest_file.stat().st_mtime_ns)
+    assert after == before  # no new motion, same digest, manifest untouched
+    sidecar = json.loads(Path(second["sidecar"]).read_text())
+    assert sidecar["edit"]["window"] == {"start": 0, "frames": 4, "stride": 2, "width": W, "height": H}
+    assert sidecar["shared_noise"] is None and sidecar["init_latents"] is True
+
+
+def test_exported_first_frame_is_exactly_the_start_frame_after_resize_and_crop(square_video, tmp_path, capsys):
+    from lamp_cli.video import load_image, read_video, resize_center_crop
+
+    out_png = tmp_path / "first.png"
+    code, out, err = run_cli(["edit", str(square_video), "--export-first-frame", str(out_png), "--start-frame", "3",
+                              "--frames", "4", "--stride", "2", "--width", str(W), "--height", str(H), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["frame"] == 3
+    exported = load_image(out_png)
+    source = read_video(square_video).frames  # 12×64×96×3
+    assert exported.shape == (H, W, 3)
+    assert np.array_equal(exported, resize_center_crop(source[3], W, H))
+    for other in (2, 4):
+        assert not np.array_equal(exported, resize_center_crop(source[other], W, H))
+
+
+def test_a_video_shorter_than_the_window_names_the_longest_window_possible(square_video, tmp_path, capsys):
+    # 12 frames; 8 frames at stride 2 span 15.
+    code, out, err = run_cli(["edit", str(square_video), "a cat", "--frames", "8", "--stride", "2", "--base", "tiny"], capsys)
+    assert code == 1
+    assert "longest window possible at stride 2 from frame 0 is 6 frames" in err
+    assert "--frames 6" in err
+    code, _, err = run_cli(["edit", str(square_video), "--export-first-frame", str(tmp_path / "f.png"),
+                            "--start-frame", "4", "--frames", "5", "--stride", "2"], capsys)
+    assert code == 1 and "is 4 frames" in err and not (tmp_path / "f.png").exists()
+
+
+def test_an_unreadable_or_missing_video_is_a_clear_error(tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    code, _, err = run_cli(["edit", str(broken), "a cat", "--base", "tiny"], capsys)
+    assert code == 1 and "cannot read video" in err and "broken.mp4" in err
+    code, _, err = run_cli(["edit", str(tmp_path / "missing.mp4"), "a cat"], capsys)
+    assert code == 1 and "no such file" in err
+
+
+def test_missing_prompt_is_a_usage_error(square_video, capsys):
+    code, _, err = run_cli(["edit", str(square_video)], capsys)
+    assert code == 2 and "missing PROMPT" in err
+
+
+def test_a_first_frame_of_another_aspect_is_center_cropped_with_a_note():
+    from lamp_cli.edit import fit_first_frame
+    from lamp_cli.video import resize_center_crop
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 100, 3), dtype=np.uint8)
+    fitted, note = fit_first_frame(image, W, H)
+    assert fitted.shape == (H, W, 3)
+    assert np.array_equal(fitted, resize_center_crop(image, W, H))
+    assert note is not None and "100×40" in note and "center-cropped" in note
+    same_aspect = np.zeros((96, 128, 3), np.uint8)
+    assert fit_first_frame(same_aspect, W, H)[1] is None  # a resize alone is not worth a note
+
+
+def test_canny_edges_mark_the_outline_of_a_square_and_nothing_else():
+    from lamp_cli.edit import canny_edges
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[12:36, 20:44] = 255
+    edges = canny_edges(image)
+    assert edges.shape == (48, 64, 3) and edges.dtype == np.uint8
+    assert set(np.unique(edges)) == {0, 255}
+    on = edges[..., 0] > 0
+    assert on[12:36, 18:22].any() and on[12:36, 42:46].any()  # left and right sides
+    assert not on[16:32, 24:40].any()  # the flat inside
+    assert not on[:8].any() and not on[:, :14].any()  # the flat background
+
+
+def test_controlnet_not_on_disk_says_how_to_download_it(square_video, capsys):
+    code, _, err = run_cli(["edit", str(square_video), "a cat", "--frames", "4", "--controlnet", "canny",
+                            "--base", "tiny"], capsys)
+    assert code == 1
+    assert "lllyasviel/sd-controlnet-canny" in err and "hf download lllyasviel/sd-controlnet-canny" in err
+
+
+def test_controlnet_first_frame_edit_with_a_local_controlnet(engine, tiny_base, tmp_path):
+    from diffusers import ControlNetModel
+
+    from lamp_cli.edit import controlnet_image_to_image, resolve_controlnet
+
+    folder = tmp_path / "controlnet"
+    ControlNetModel.from_unet(copy.deepcopy(tiny_base.unet)).save_pretrained(folder)
+    path = resolve_controlnet(str(folder))
+    image = moving_square(1, W, H)[0]
+    edited = controlnet_image_to_image(engine, image, "a red square", path, strength=0.6, steps=4, seed=0)
+    assert edited.shape == (H, W, 3) and edited.dtype == np.uint8
+    assert not np.array_equal(edited, image)
+
+
+def test_a_name_tuned_on_another_video_is_refused(square_video, tiny_base_dir, tmp_path, capsys):
+    from lamp_cli.video import write_video
+
+    code, out, err = run_cli(tiny_edit_args(square_video, tiny_base_dir, "a red square", "--name", "mine",
+                                            "-o", str(tmp_path / "a.gif")), capsys)
+    assert code == 0, err
+    assert json.loads(out)["motion"] == "mine"
+    other = write_video(moving_square()[::-1].copy(), tmp_path / "other.gif", fps=8)  # the motion reversed
+    code, out, err = run_cli(tiny_edit_args(other, tiny_base_dir, "a red square", "--name", "mine",
+                                            "-o", str(tmp_path / "b.gif")), capsys)
+    assert code == 1 and out == ""
+    assert "'mine' already exists and was tuned on another video" in err
+    assert not (tmp_path / "b.gif").exists()
+
+
+def test_an_interrupted_tuning_continues_when_the_same_edit_is_run_again(square_video, tiny_base_dir, tmp_path,
+                                                                        capsys, monkeypatch):
+    import lamp_cli.train
+
+    real = lamp_cli.train.train_motion
+    steps_seen: list[int] = []
+
+    def interrupt_at_step_2(*args, **kwargs):
+        def on_step(info):
+            steps_seen.append(info.step)
+            if info.step == 2:
+                raise KeyboardInterrupt
+
+        return real(*args, on_step=on_step, **kwargs)
+
+    monkeypatch.setattr(lamp_cli.train, "train_motion", interrupt_at_step_2)
+    args = tiny_edit_args(square_video, tiny_base_dir, "a red square", "-o", str(tmp_path / "a.gif"))  # 3 steps
+    code, out, err = run_cli(args, capsys)
+    assert code == 130 and out == ""
+    assert "interrupted after step 2 of 3" in err and "run the same `lamp edit` command again" in err
+    assert not (tmp_path / "a.gif").exists()
+
+    monkeypatch.setattr(lamp_cli.train, "train_motion", real)
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "resuming the interrupted tuning" in err
+    result = json.loads(out)
+    assert result["trained"] is True
+    from lamp_cli.registry import Registry
+
+    assert Registry().get(result["motion"]).steps == 3
+    assert Registry().load_adapter(result["motion"]).train_config["started_from_step"] == 2
+    assert steps_seen == [1, 2]  # the second run did not go through the interrupting wrapper

@@ -215,6 +215,9 @@ def _from_sidecar(path: Path, opts: Options) -> dict[str, Any]:
     from ..generate import read_sidecar
 
     doc = read_sidecar(path)
+    if doc.get("command") == "edit":  # it started from inverted latents, which gen cannot redo
+        raise InvalidInput(f"{path} describes a `lamp edit` video",
+                           hint="run the same `lamp edit` command again (its tuning and inversion are cached)")
     fixed = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "base",
              "dtype", "compile", "offload")
     clash = [f"--{k.replace('_', '-')}" for k in fixed if getattr(opts, k) not in (None, False)]
@@ -260,14 +263,20 @@ def _from_sidecar(path: Path, opts: Options) -> dict[str, Any]:
 
 
 def _split_for_processes(items: list[Any]) -> tuple[list[Any], Any]:
-    """Under `accelerate launch` with several processes, this process's share of `items`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Under `accelerate launch` (or torchrun) with several processes, this process's share of `items`."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
         return items, None
     from accelerate import PartialState
 
     state = PartialState()
-    with state.split_between_processes(items) as mine:
-        return list(mine), state
+    if state.num_processes > 1:
+        with state.split_between_processes(items) as mine:
+            return list(mine), state
+    # accelerate sets up no process group for plain CPU runs: split by rank, as it would.
+    rank = int(os.environ.get("RANK", "0"))
+    per = -(-len(items) // world)  # ceil: the first processes take one more
+    return items[rank * per : (rank + 1) * per], None
 
 
 def _run(

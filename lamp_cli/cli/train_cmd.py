@@ -58,6 +58,25 @@ def cmd_train(
     adapter_dtype: AdapterDtype | None = typer.Option(
         None, "--adapter-dtype", help="dtype of the published adapter (default: fp16, about half the size of fp32)."
     ),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help="Every N steps and at the end, sample the eval prompts as `lamp gen` does and score them with CLIP; the best step is also published as NAME-best."
+    ),
+    eval_prompts: list[str] | None = typer.Option(
+        None, "--eval-prompts", "--eval-prompt", metavar="PROMPT", help="An eval prompt; repeat for several (default: the recipe's eval prompts)."
+    ),
+    eval_prompts_file: str | None = typer.Option(
+        None, "--eval-prompts-file", help="Eval prompts, one per line (instead of --eval-prompts)."
+    ),
+    eval_steps: int | None = typer.Option(
+        None, "--eval-steps", help="DDIM steps of the eval videos (default: setting 'steps', 50, as `lamp gen`); fewer is faster, recorded."
+    ),
+    eval_seed: int | None = typer.Option(None, "--eval-seed", help="Seed of every eval video (default: 0, as `lamp eval`)."),
+    eval_out: str | None = typer.Option(
+        None, "--eval-out", help="Also write each evaluation's videos here: step-NNNNNN/NN_<prompt>.mp4 with a JSON sidecar."
+    ),
+    clip_model: str | None = typer.Option(
+        None, "--clip-model", help="CLIP for --eval-every: repo id (local cache) or folder (default: setting 'clip_model')."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Learn a motion from a handful of clips and publish it to the registry.
@@ -72,12 +91,21 @@ def cmd_train(
 
       lamp train ./horse_run --name horse-run --resume
 
+      lamp train ./clips --name rain --recipe rain --eval-every 500 --eval-steps 25
+
       accelerate launch -m lamp_cli train ./horse_run --name horse-run
     """
     from ..train import train_motion
     from .render import RichReporter
 
     setup_logging()
+    if eval_prompts_file is not None:
+        from ..errors import UsageError
+        from ..evaluate import read_prompts_file
+
+        if eval_prompts:
+            raise UsageError("give --eval-prompts or --eval-prompts-file, not both")
+        eval_prompts = read_prompts_file(eval_prompts_file)
     result = train_motion(
         clips,
         name,
@@ -99,6 +127,12 @@ def cmd_train(
         device=device,
         progress=RichReporter(),
         adapter_dtype=adapter_dtype.value if adapter_dtype is not None else None,
+        eval_every=eval_every,
+        eval_prompts=eval_prompts,
+        eval_steps=eval_steps,
+        eval_seed=eval_seed,
+        clip_model=clip_model,
+        eval_out=eval_out,
     )
     if not result.is_main_process:
         return  # under `accelerate launch`, only the main process reports
@@ -112,6 +146,15 @@ def cmd_train(
         highlight=False,
         soft_wrap=True,
     )
+    best = (result.eval or {}).get("best")
+    if best is not None and result.best_manifest is not None:
+        out_console.print(
+            f"published '{result.best_manifest.name}' ({result.best_manifest.id}, the best of "
+            f"{sum('alignment' in p for p in result.eval['history'])} evaluations: step {best['step']}, alignment {best['alignment']:.2f}, "
+            f"consistency {best['consistency']:.2f})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

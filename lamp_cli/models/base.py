@@ -153,7 +153,11 @@ def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None) 
         raise BaseModelMissing(spec, f"missing {', '.join(missing)} in {folder}")
     dtype = dtype or torch.float32
     kw = {"local_files_only": True}
-    unet = UNet2DConditionModel.from_pretrained(subs["unet"], torch_dtype=dtype, **kw)
+    # The UNet loads in float32 first so its fingerprint does not depend on the dtype asked for
+    # (a bf16 load must match the fp32 fingerprint recorded in adapters); then it is cast.
+    unet = UNet2DConditionModel.from_pretrained(subs["unet"], torch_dtype=torch.float32, **kw)
+    unet_fingerprint = fingerprint(unet)
+    unet.to(dtype=dtype)
     vae = AutoencoderKL.from_pretrained(subs["vae"], torch_dtype=dtype, **kw)
     text_encoder = CLIPTextModel.from_pretrained(subs["text_encoder"], torch_dtype=dtype, **kw)
     tokenizer = CLIPTokenizer.from_pretrained(subs["tokenizer"], **kw)
@@ -177,7 +181,7 @@ def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None) 
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         scheduler_config=scheduler_config,
-        fingerprint=fingerprint(unet),
+        fingerprint=unet_fingerprint,
     )
 
 
