@@ -316,9 +316,13 @@ class TrainingEvaluator:
     def make_first_frames(self) -> None:
         """Each prompt's text-to-image first frame, once: exactly the image `Engine.sample` would
         make itself for this prompt and seed (same generator call, same steps)."""
+        from .models.first_frame import FirstFrameGenerator
+
         t0 = time.perf_counter()
+        # The generator `Engine.first_frames()` builds, held only here: once the frames are made,
+        # the text-to-image model (SDXL by default) is freed instead of staying for the whole run.
+        make = FirstFrameGenerator(self.engine, model=self.engine.first_frame_model)
         with isolated_rng(self.engine.device):
-            make = self.engine.first_frames()
             for prompt in self.plan.prompts:
                 image, info = make(
                     prompt, width=self.plan.width, height=self.plan.height, steps=self.plan.steps,
@@ -326,8 +330,11 @@ class TrainingEvaluator:
                 )
                 self.first_frames.append(image)
                 self.first_frame_info.append({"source": "text-to-image", **info})
-        # The text-to-image model (SDXL by default) is not needed again: free its memory.
-        self.engine._first_frames = None
+        del make
+        if self.engine.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
         log.info("eval: %d first frames made in %.1f s", len(self.first_frames), time.perf_counter() - t0)
 
     # ---- one evaluation -------------------------------------------------------------------

@@ -212,9 +212,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "lamp_cli" / "toy" / "base")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=12000)
-    p.add_argument("--vae-steps", type=int, default=500)
+    p.add_argument("--vae-steps", type=int, default=1200)
     p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--unet-steps", type=int, default=1600)
+    p.add_argument("--unet-steps", type=int, default=1200)
     p.add_argument("--unet-batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--stop-after", type=int, default=None,
