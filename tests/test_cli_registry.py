@@ -244,20 +244,24 @@ def test_import_official_is_routed_and_validated(
 
     calls = {}
 
-    def fake_import_official(path, *, name, base, registry, force):
-        calls.update(path=path, name=name, base=base, force=force)
+    def fake_import_official(path, *, name, base, registry, force, prompt, dtype):
+        calls.update(path=path, name=name, base=base, force=force, prompt=prompt, dtype=dtype)
         return registry.publish_adapter(make_adapter(name, seed=4), source=f"official:{path}")
 
     monkeypatch.setitem(
         sys.modules, "lamp_cli.official", types.SimpleNamespace(import_official=fake_import_official)
     )
-    doc = run_json(capsys, "import", "--official", str(tmp_path), "--name", "horse-run", "--base", "my/base")
-    assert calls == {"path": tmp_path, "name": "horse-run", "base": "my/base", "force": False}
+    doc = run_json(
+        capsys, "import", "--official", str(tmp_path), "--name", "horse-run", "--base", "my/base",
+        "--prompt", "horse run", "--dtype", "fp32",
+    )
+    assert calls == {
+        "path": tmp_path, "name": "horse-run", "base": "my/base", "force": False,
+        "prompt": "horse run", "dtype": "fp32",
+    }
     assert doc["imported"]["name"] == "horse-run" and doc["imported"]["source"].startswith("official:")
-
-    monkeypatch.setitem(sys.modules, "lamp_cli.official", None)  # import fails
-    code, _, err = run(capsys, "import", "--official", str(tmp_path), "--name", "other")
-    assert code == 1 and "unavailable" in err and "Hint:" in err
+    code, _, err = run(capsys, "import", str(tmp_path), "--prompt", "x")
+    assert code == 2 and "--official" in err
 
 
 def test_verify_ok_and_damaged(capsys, reg: Registry) -> None:

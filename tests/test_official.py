@@ -300,6 +300,27 @@ def test_name_taken_needs_force(tiny_base_dir, ckpt_dir):
         import_official(ckpt_dir, name="Horse/Run", base=str(tiny_base_dir), registry=registry)
 
 
+def test_cli_import_official_end_to_end(tiny_base_dir, ckpt_dir, capsys):
+    """`lamp import --official` as a user runs it: the motion lands in the registry with its prompt."""
+    from lamp_cli.cli.app import main
+
+    def run(*argv: str) -> int:
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        return exc.value.code
+
+    code = run("import", "--official", str(ckpt_dir.parent), "--name", "horse-run",
+               "--base", str(tiny_base_dir), "--dtype", "fp32", "--json")
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)["imported"]
+    assert doc["name"] == "horse-run" and doc["prompt"] == "horse run" and doc["source"].startswith("official:")
+    adapter = Registry().load_adapter("horse-run")
+    assert {str(t.dtype) for t in adapter.tensors.values()} == {"torch.float32"}
+    assert run("import", "--official", str(ckpt_dir.parent), "--name", "horse-run", "--base", str(tiny_base_dir)) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------
 # lamp's model and engine against the oracle
 # ------------------------------------------------------------------------------------------

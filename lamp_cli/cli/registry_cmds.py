@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from ..errors import InvalidInput, LampError, RegistryError, UsageError
+from ..errors import InvalidInput, RegistryError, UsageError
 from .render import emit_json, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -246,6 +246,12 @@ def cmd_import(
     base: str | None = typer.Option(
         None, "--base", help="With --official: the base model it was trained on."
     ),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="With --official: its training prompt [default: the folder name, _ as space]."
+    ),
+    dtype: str = typer.Option(
+        "fp16", "--dtype", help="With --official: adapter precision, fp16 | bf16 | fp32 (fp32 keeps it bit for bit)."
+    ),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Add an adapter file to the registry, after checking it.
@@ -273,18 +279,13 @@ def cmd_import(
             from ..errors import NameTaken
 
             raise NameTaken(name)
-        try:
-            from ..official import import_official
-        except ImportError as e:
-            raise LampError(
-                f"importing official LAMP checkpoints is unavailable in this installation ({e})",
-                hint="reinstall lamp (`pip install -U lamp-cli`); `lamp import FILE` still imports lamp adapters",
-            ) from e
-        m = import_official(file, name=name, base=base, registry=reg, force=force)
+        from ..official import import_official
+
+        m = import_official(file, name=name, base=base, registry=reg, force=force, prompt=prompt, dtype=dtype)
     else:
-        if base is not None:
+        if base is not None or prompt is not None:
             raise UsageError(
-                "--base only applies with --official", hint="a lamp adapter records its own base"
+                "--base and --prompt only apply with --official", hint="a lamp adapter records its own base and prompt"
             )
         m = reg.import_file(file, name=name, force=force)
     if json_out:

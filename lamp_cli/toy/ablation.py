@@ -60,8 +60,15 @@ def sample_without_first_frame(
     """
     import torch
 
-    from ..engine import adain_final, adain_step, adain_switch_index, decode_latents, guided_noise
-    from ..engine import histogram_match_frames, shared_noise_latents
+    from ..engine import (
+        adain_final,
+        adain_step,
+        adain_switch_index,
+        decode_latents,
+        guided_noise,
+        histogram_match_frames,
+        shared_noise_latents,
+    )
 
     base = engine.base
     engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
