@@ -24,6 +24,15 @@ log = logging.getLogger("lamp")
 
 FORMAT_VERSION = "1"
 DELTA_SUFFIX = ".delta"
+# The precisions an adapter's tensors may be stored in (`--adapter-dtype`, `import --dtype`).
+ADAPTER_DTYPES = ("fp16", "bf16", "fp32")
+
+
+def check_adapter_dtype(dtype: str) -> str:
+    """`dtype` if it is one of ADAPTER_DTYPES, else InvalidInput listing them."""
+    if dtype not in ADAPTER_DTYPES:
+        raise InvalidInput(f"adapter dtype must be one of {', '.join(ADAPTER_DTYPES)}, got {dtype!r}")
+    return dtype
 
 # Header fields every lamp adapter carries (DESIGN §4).
 REQUIRED_METADATA = (

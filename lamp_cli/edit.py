@@ -534,6 +534,8 @@ def _train(
         prompt=prompt,
         steps=steps,
         seed=EDIT_TRAIN_SEED,
+        # not the edit's --seed (that one only seeds sampling): say so, or users read it as theirs
+        seed_note="tuning seed {seed} (fixed, so the tuning is cached; --seed only changes the sampling)",
         frames=window.frames,
         stride=window.stride,
         window_start=window.start,

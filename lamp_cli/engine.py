@@ -73,35 +73,42 @@ DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16":
           "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device: str | Any = "auto") -> torch.device:
-    """`auto` -> cuda, else mps, else cpu; anything torch accepts otherwise."""
+    """`auto` (or None) -> cuda, else mps, else cpu; an explicit cpu, cuda, cuda:N or mps must
+    exist here. The one device resolver: engine, training, eval and benchmarks all use it."""
     import torch
 
     if isinstance(device, torch.device):
         return device
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+    device = str(device or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:1 or mps") from e
+        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps") from e
+    if dev.type not in DEVICE_KINDS:
+        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"device '{device}' requested but CUDA is not available", hint="use --device cpu")
+        raise InvalidInput(f"device '{device}' requested but CUDA is not available", hint="use --device cpu or auto")
+    if dev.type == "mps" and not mps:
+        raise InvalidInput(f"device '{device}' requested but Apple MPS is not available", hint="use --device cpu or auto")
     return dev
 
 
-def resolve_dtype(dtype: str | Any, device: torch.device) -> torch.dtype:
-    """`auto` -> float16 on CUDA/MPS (the reference runs SD in fp16), float32 on CPU."""
+def resolve_dtype(dtype: str | Any, device: torch.device | None = None) -> torch.dtype:
+    """`auto` -> float16 on CUDA/MPS (the reference runs SD in fp16), float32 on CPU (or when no
+    device is given); fp32/fp16/bf16 and their long names otherwise. The one dtype resolver."""
     import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "", "auto"):
-        return torch.float32 if device.type == "cpu" else torch.float16
+        return torch.float32 if device is None or device.type == "cpu" else torch.float16
     name = DTYPES.get(str(dtype).lower())
     if name is None:
         raise InvalidInput(f"unknown dtype '{dtype}'", hint="use auto, fp32, fp16 or bf16")
@@ -740,61 +747,6 @@ def histogram_match_frames(frames: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Benchmark (`lamp bench gen`): a measurement, not a test
 # --------------------------------------------------------------------------------------------
-# SD-1.x's VAE and CLIP ViT-L/14 text encoder shapes (the UNet's are train.SD1_UNET_CONFIG).
-SD1_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-SD1_TEXT_CONFIG: dict[str, Any] = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": 77,
-    "projection_dim": 768,
-}
-
-
-def random_sd1_base(device: Any, dtype: Any, seed: int = 0) -> BaseComponents:
-    """SD-1.x-shaped UNet, VAE and text encoder with random weights (nothing to download).
-
-    The tokenizer is the tiny offline one; only the encoder's width and depth matter for timing.
-    """
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .models.base import BaseComponents
-    from .testing import SD_SCHEDULER_CONFIG, tiny_tokenizer
-    from .train import SD1_UNET_CONFIG
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    with torch.device(device):  # initialise directly on the accelerator
-        unet = UNet2DConditionModel(**SD1_UNET_CONFIG).to(dtype)
-        vae = AutoencoderKL(**SD1_VAE_CONFIG).to(dtype)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer.get_vocab()), bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SD1_TEXT_CONFIG,
-            )
-        ).to(dtype)
-    for m in (unet, vae, text_encoder):
-        m.requires_grad_(False)
-        m.eval()
-    return BaseComponents(
-        spec="sd1 (random weights)", path=Path("."), unet=unet, vae=vae, text_encoder=text_encoder,
-        tokenizer=tokenizer, scheduler_config=dict(SD_SCHEDULER_CONFIG), fingerprint="random",
-    )
-
-
 def benchmark_sampling(
     *,
     base: str = "tiny",
@@ -827,6 +779,8 @@ def benchmark_sampling(
     dt = resolve_dtype(dtype, dev)
     t0 = time.perf_counter()
     if full_sd:
+        from .testing import random_sd1_base
+
         engine = Engine(random_sd1_base(dev, dt), compile=compile)
     else:
         engine = Engine(base, device=dev, dtype=dt, compile=compile)

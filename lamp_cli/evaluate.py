@@ -373,10 +373,11 @@ def evaluate_videos(
 # generating the videos to score
 
 
-def slug(text: str, limit: int = 48) -> str:
-    """A prompt as a safe file-name part: 'a horse runs, on Mars' -> 'a_horse_runs_on_mars'."""
-    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return s[:limit].rstrip("_") or "prompt"
+def slug(text: str) -> str:
+    """A prompt as the file-name part of an eval video: 'a horse runs, on Mars' -> 'a_horse_runs_on_mars'."""
+    from .generate import slugify
+
+    return slugify(text, max_len=48, empty="prompt")
 
 
 @dataclass

@@ -37,10 +37,11 @@ def parse_motion(spec: str) -> tuple[str, float]:
     return validate_name(name), w
 
 
-def slugify(text: str, max_len: int = 60) -> str:
-    """A file-name stem from a prompt: `A bear, plays!` -> `a_bear_plays`."""
+def slugify(text: str, max_len: int = 60, empty: str = "video") -> str:
+    """A file-name stem from a prompt: `A bear, plays!` -> `a_bear_plays` (`empty` when nothing
+    is left). Every file lamp names after a prompt (gen, eval, train --eval-out) uses this."""
     slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return slug[:max_len].rstrip("_") or "video"
+    return slug[:max_len].rstrip("_") or empty
 
 
 def output_format(output: Path | None, fmt: str | None) -> str:

@@ -94,8 +94,7 @@ def ddim_invert(
                     eps = unet(x_next.to(model_dtype), t_in, text)
                 calls += 1
                 eps = getattr(eps, "sample", eps).to(torch.float32)
-                x0 = (x - (1.0 - a_prev) ** 0.5 * eps) / a_prev**0.5
-                x_new = a_t**0.5 * x0 + (1.0 - a_t) ** 0.5 * eps
+                x_new = ddim_move(x, eps, a_prev, a_t)
                 if clean_first_frame:
                     x_new[:, :, :1] = first
                 if k > 0:
@@ -110,6 +109,14 @@ def ddim_invert(
     if stats is not None:
         stats.update({"unet_calls": calls, "last_change": change})
     return x
+
+
+def ddim_move(x: Any, eps: Any, alpha_from: float, alpha_to: float) -> Any:
+    """One deterministic DDIM step (eta 0) between noise levels, either way: predict x0 from `x`
+    at cumulative alpha `alpha_from` and noise `eps`, then re-noise it to `alpha_to` with the
+    same `eps`. Sampling moves to a larger alpha, inversion to a smaller one."""
+    x0 = (x - (1.0 - alpha_from) ** 0.5 * eps) / alpha_from**0.5
+    return alpha_to**0.5 * x0 + (1.0 - alpha_to) ** 0.5 * eps
 
 
 def ddim_sample_from(
@@ -142,8 +149,7 @@ def ddim_sample_from(
         with torch.no_grad():
             eps = unet(x.to(model_dtype), t_in, text)
         eps = getattr(eps, "sample", eps).to(torch.float32)
-        x0 = (x - (1.0 - a_t) ** 0.5 * eps) / a_t**0.5
-        x = a_prev**0.5 * x0 + (1.0 - a_prev) ** 0.5 * eps
+        x = ddim_move(x, eps, a_t, a_prev)
         if clean_first_frame:
             x[:, :, :1] = first
     return x

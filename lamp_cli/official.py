@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .adapter import check_adapter_dtype
 from .errors import IncompatibleAdapter, InvalidInput, NameTaken
 from .progress import Reporter, reporter_or_null
 
@@ -65,7 +66,6 @@ FP16_RTOL = 2.0**-10
 FP16_ATOL = 1e-7
 # The reference trains and releases 16-frame, 512×320 motions (configs/horse-videoset.yaml).
 REFERENCE_FRAMES, REFERENCE_WIDTH, REFERENCE_HEIGHT = 16, 512, 320
-ADAPTER_DTYPES = ("fp16", "bf16", "fp32")
 _SHOW = 5  # how many offending keys an error names
 
 
@@ -397,8 +397,7 @@ def import_official(
 
     # 1. validate everything cheap before loading any model
     validate_name(name)
-    if dtype not in ADAPTER_DTYPES:
-        raise InvalidInput(f"adapter dtype must be one of {', '.join(ADAPTER_DTYPES)}, got {dtype!r}")
+    check_adapter_dtype(dtype)
     registry = registry or Registry()
     if not force and registry.exists(name):
         raise NameTaken(name)
@@ -487,7 +486,9 @@ def import_official(
         train=train,
         official=json.dumps(provenance, sort_keys=True),
     )
-    torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    from .engine import resolve_dtype
+
+    torch_dtype = resolve_dtype(dtype)
     adapter = extract(video_unet, base_unet, dtype=torch_dtype, metadata=metadata)
     progress.advance(1)
     manifest = registry.publish_adapter(

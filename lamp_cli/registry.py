@@ -4,6 +4,8 @@ Layout under the root (`LAMP_HOME`, DESIGN §5):
 
     manifests/<name>.json                  one small JSON document per name
     blobs/sha256-<hex>.safetensors         the adapter file; <hex> is the sha256 of its bytes
+    edits/<name>/                          `lamp edit`'s cache of a tuned motion (lamp_cli/edit.py);
+                                           removed with the name, and by gc once the name is gone
     .lock                                  the one lock every mutation holds
 
 Guarantees:
@@ -30,6 +32,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -429,6 +432,7 @@ class Problem:
 class GcReport:
     removed_temp: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
+    removed_edits: list[str] = field(default_factory=list)  # edits/<name>/ folders of gone motions
     freed_bytes: int = 0
     dry_run: bool = False
 
@@ -442,9 +446,20 @@ class RemoveResult:
     digest: str | None  # None when the manifest was unreadable
     removed_blob: bool
     freed_bytes: int
+    removed_edits: bool = False  # whether `edits/<name>/` (lamp edit's cache) was deleted
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _tree_size(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 for what vanishes while we look)."""
+    total = 0
+    for p in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total
 
 
 def _hash_file(path: Path) -> str:
@@ -481,6 +496,11 @@ class Registry:
     @property
     def blobs_dir(self) -> Path:
         return self.root / "blobs"
+
+    @property
+    def edits_root(self) -> Path:
+        """`edits/`: `lamp edit`'s per-motion caches (tuning record, inverted latents)."""
+        return self.root / "edits"
 
     @property
     def lock_path(self) -> Path:
@@ -896,10 +916,33 @@ class Registry:
             except RegistryError:
                 # a damaged manifest can still be removed; its blob (if any) is left for gc
                 path.unlink()
-                return RemoveResult(name, None, False, 0)
+                edits_freed = self._remove_edits(name)
+                return RemoveResult(name, None, False, edits_freed or 0, removed_edits=edits_freed is not None)
             path.unlink()
             freed = self._drop_blob_if_unused(m.blob_path)
-        return RemoveResult(name, m.digest, freed > 0, freed)
+            edits_freed = self._remove_edits(name)
+        return RemoveResult(
+            name, m.digest, freed > 0, freed + (edits_freed or 0), removed_edits=edits_freed is not None
+        )
+
+    def _remove_edits(self, name: str) -> int | None:
+        """Delete `edits/<name>/`; the bytes freed, or None if there was none.
+
+        The folder is first renamed aside to a `.tmp-` name, so an interrupted delete never leaves
+        a half-emptied cache under the motion's name (gc removes what is left of the `.tmp-` one).
+        """
+        folder = self.edits_root / name
+        if not folder.is_dir():
+            return None
+        aside = self.edits_root / f"{TMP_PREFIX}{name}.{os.getpid()}.{time.monotonic_ns()}"
+        try:
+            folder.rename(aside)
+        except OSError as e:  # the name is gone already; a cache without a motion is gc's to remove
+            log.warning("could not remove %s (%s); `lamp gc` will", folder, e)
+            return None
+        freed = _tree_size(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return freed
 
     def export(self, name: str, file: str | Path) -> Path:
         """Write `name`'s adapter file (byte-identical to its blob) to `file`, atomically.
@@ -940,10 +983,23 @@ class Registry:
         return problems
 
     def gc(self, *, dry_run: bool = False) -> GcReport:
-        """Remove stale temp files (older than a minute) and blobs no manifest references."""
+        """Remove stale temp files (older than a minute), blobs no manifest references, and
+        `edits/<x>/` folders (lamp edit's caches) whose motion `x` no longer exists."""
         report = GcReport(dry_run=dry_run)
         now = time.time()
         with self.lock():
+            if self.edits_root.is_dir():
+                names = set(self.names())
+                for p in sorted(self.edits_root.iterdir()):
+                    if not p.is_dir():
+                        continue
+                    # `.tmp-` folders are left over from an interrupted `remove`
+                    if p.name in names or not (p.name.startswith(TMP_PREFIX) or _NAME_RE.fullmatch(p.name)):
+                        continue
+                    report.removed_edits.append(str(p))
+                    report.freed_bytes += _tree_size(p)
+                    if not dry_run:
+                        shutil.rmtree(p, ignore_errors=True)
             for folder in (self.root, self.manifests_dir, self.blobs_dir):
                 if not folder.is_dir():
                     continue

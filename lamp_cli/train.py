@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from . import settings
+from .adapter import check_adapter_dtype
+from .engine import resolve_device, resolve_dtype
 from .errors import Interrupted, InvalidInput, LampError, NotFound
 from .progress import Reporter, reporter_or_null
 
 log = logging.getLogger("lamp")
 
 MIXED_PRECISION_CHOICES = ("auto", "no", "fp16", "bf16")
-ADAPTER_DTYPES = ("fp16", "bf16", "fp32")
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "1"
 DEFAULT_CHECKPOINT_EVERY = 1000
@@ -520,24 +521,6 @@ class TrainResult:
 # devices, precision, accelerate
 
 
-def resolve_device(device: str | None) -> str:
-    """"auto" -> cuda if available, else mps, else cpu; an explicit device must exist."""
-    import torch
-
-    device = (device or settings.get("device") or "auto").lower()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
-    kind = device.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"--device {device}: CUDA is not available here", hint="use --device cpu (slow) or auto")
-    if kind == "mps" and not mps:
-        raise InvalidInput(f"--device {device}: Apple MPS is not available here", hint="use --device cpu or auto")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
 def resolve_mixed_precision(mixed_precision: str | None, device: str) -> str:
     import torch
 
@@ -728,6 +711,7 @@ def train_motion(
     on_step: Callable[[StepInfo], None] | None = None,
     window_start: int | None = None,
     flip: bool = True,
+    seed_note: str | None = None,
 ) -> TrainResult:
     """Learn a motion from `clips` (a folder of videos, or one video) and publish it as `name`.
 
@@ -739,6 +723,8 @@ def train_motion(
     `force` replaces a motion of that name and discards an unfinished run's checkpoint.
     `on_step(StepInfo)` is called after every step. `window_start` fixes every step's window
     start and `flip=False` turns off the random flip (one-video tuning for `lamp edit`).
+    `seed_note`: the line logged about the seed, `{seed}` replaced (default: `lamp train`'s
+    "seed N (--seed N repeats this run)"; `lamp edit` says its tuning seed is not its --seed).
     The checkpoint is deleted once the adapter is published (or returned, with `publish=False`).
     `eval_every` N with `eval_prompts` (else the recipe's): every N steps and at the end, sample
     the prompts with the engine as `lamp gen` does (`eval_steps` DDIM steps, default setting
@@ -755,8 +741,8 @@ def train_motion(
         from .errors import NameTaken
 
         raise NameTaken(name)
-    if adapter_dtype is not None and adapter_dtype not in ADAPTER_DTYPES:
-        raise InvalidInput(f"adapter dtype must be one of {', '.join(ADAPTER_DTYPES)}, got '{adapter_dtype}'")
+    if adapter_dtype is not None:
+        check_adapter_dtype(adapter_dtype)
     ckpt = checkpoint_path(name)
     meta: dict[str, Any] | None = None
     if resume:
@@ -820,7 +806,7 @@ def train_motion(
             hint=f"pass --steps larger than {meta['step']}",
         )
 
-    dev = resolve_device(device)
+    dev = str(resolve_device(device or settings.get("device")))  # "cpu", "cuda", "cuda:1", "mps"
     mp = resolve_mixed_precision(mixed_precision if mixed_precision is not None else saved.get("mixed_precision"), dev)
     if meta is not None and mixed_precision is not None and mp != saved.get("mixed_precision"):
         raise InvalidInput(
@@ -873,7 +859,7 @@ def train_motion(
     rank = accelerator.process_index
     progress = reporter_or_null(progress if is_main else None)
     if is_main:
-        log.info("seed %d (--seed %d repeats this run)", seed, seed)
+        log.info("%s", (seed_note or "seed {seed} (--seed {seed} repeats this run)").format(seed=seed))
     scorer = None
     if eval_plan is not None and is_main:  # a missing CLIP model fails here, before any training
         scorer = train_eval.load_scorer(eval_plan, accelerator.device)
@@ -925,7 +911,7 @@ def train_motion(
         adapter_dtype=adapter_dtype,
         device=str(device_t),
     )
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[adapter_dtype]
+    dtype = resolve_dtype(adapter_dtype)
     evaluator = None
     if meta is None and is_main:
         train_eval.discard_stale_best(run_dir(name))
@@ -1137,20 +1123,6 @@ def train_motion(
 # --------------------------------------------------------------------------------------------
 # benchmark (`lamp bench train`): the real step on cached-style latents, no data, no VAE
 
-# SD-1.x's UNet (diffusers' defaults are SD's except the text width).
-SD1_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
-
-
 def _peak_rss_bytes() -> int:
     import resource
     import sys
@@ -1182,24 +1154,23 @@ def benchmark_training(
     `torch.cuda.max_memory_allocated` on CUDA, the process's peak RSS elsewhere.
     """
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
 
     from .models.base import architecture_of
     from .models.video_unet import VideoUNet
-    from .testing import SD_SCHEDULER_CONFIG
+    from .testing import SD1_RANDOM_SPEC, SD1_UNET_CONFIG, SD_SCHEDULER_CONFIG, random_sd1_unet
 
     _check_size(width, height)
     steps, frames = _positive(steps, "--steps"), _positive(frames, "--frames")
-    dev = resolve_device(device)
+    dev = str(resolve_device(device or settings.get("device")))  # "cpu", "cuda", "cuda:1", "mps"
     mp = resolve_mixed_precision(mixed_precision, dev)
     accelerator = make_accelerator(mp, dev)
     device_t = accelerator.device
     torch.manual_seed(seed)
     if full_sd:
-        with torch.device(device_t):  # random init directly on the accelerator
-            unet = UNet2DConditionModel(**SD1_UNET_CONFIG)
+        unet = random_sd1_unet(device_t, seed)  # random init directly on the accelerator
         scheduler = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
-        spec, vae_scale, text_dim = "sd1 (random weights)", 8, SD1_UNET_CONFIG["cross_attention_dim"]
+        spec, vae_scale, text_dim = SD1_RANDOM_SPEC, 8, SD1_UNET_CONFIG["cross_attention_dim"]
     else:
         from .models.base import load_base
 

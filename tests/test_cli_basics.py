@@ -214,3 +214,22 @@ def test_model_status_finds_cached_and_local_models(tmp_path: Path) -> None:
     assert model_status("clip_model", str(local))["available"] is False
     (local / "model.safetensors").write_bytes(b"x")
     assert model_status("clip_model", str(local))["available"] is True
+
+
+def test_doctor_resolves_the_device_setting_as_the_engine_does(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setenv("LAMP_DEVICE", "auto")
+    code, out, err = run(capsys, "doctor", "--json")
+    assert code == 0, err
+    assert json.loads(out)["device"] | {"gpus": []} == {
+        "cuda": False, "mps": False, "gpus": [], "selected": "cpu", "setting": "auto", "error": None
+    }
+    # a device that `lamp gen` would refuse is reported as an error, not as "selected" and fine
+    monkeypatch.setenv("LAMP_DEVICE", "cuda:1")
+    code, out, err = run(capsys, "doctor", "--json")
+    assert code == 0, err
+    dev = json.loads(out)["device"]
+    assert dev["selected"] == "cuda:1" and "CUDA is not available" in dev["error"]

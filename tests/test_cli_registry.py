@@ -149,6 +149,44 @@ def test_show(capsys, reg: Registry) -> None:
     assert doc["adapter"]["parameters"] == 8 * 8 * 3 + 8 + 9 * 8 + 1
 
 
+def test_show_official_provenance_and_eval_table(capsys) -> None:
+    base = make_adapter("official-walk")
+    train = {
+        "steps": 20, "prompt": "a horse runs", "lr": 3e-5,
+        "eval": {
+            "prompts": ["a horse runs", "a dog runs"],
+            "history": [
+                {"step": 10, "loss": 0.25, "alignment": 0.301, "consistency": 0.91, "diversity": 0.1, "videos": []},
+                {"step": 20, "loss": 0.125, "alignment": 0.312, "consistency": 0.93, "diversity": 0.2, "videos": []},
+            ],
+            "best": {"step": 20, "alignment": 0.312, "consistency": 0.93, "loss": 0.125},
+        },
+    }
+    provenance = {"official": True, "source": "/ckpt/horse", "config_class": "UNet3DConditionModel",
+                  "weights_file": "diffusion_pytorch_model.bin", "weights_file_sha256": "ab" * 32}
+    md = make_metadata(name="official-walk", base_spec="tiny", base_fingerprint="beef", architecture="unet2d-test",
+                       frames=8, width=64, height=40, train=train, official=json.dumps(provenance))
+    Registry().publish_adapter(MotionAdapter(base.tensors, md))
+    code, out, err = run(capsys, "show", "official-walk")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(ln.split()[:3] == ["official", "source", "/ckpt/horse"] for ln in lines)
+    assert any(ln.split()[:3] == ["config", "class", "UNet3DConditionModel"] for ln in lines)
+    assert any(ln.split()[:3] == ["weights", "sha256", "ab" * 32] for ln in lines)
+    # the eval history is a table (header + one row per point), not one long JSON line
+    assert not any(ln.strip().startswith("eval:") for ln in lines)
+    i = lines.index("evaluation (2 points, 2 prompts):")
+    assert lines[i + 1].split() == ["step", "loss", "alignment", "consistency", "diversity"]
+    assert lines[i + 2].split() == ["10", "0.2500", "0.3010", "0.9100", "0.1000"]
+    assert lines[i + 3].split() == ["20", "0.1250", "0.3120", "0.9300", "0.2000", "best"]
+    # a motion without either shows neither
+    code, out, _ = run(capsys, "show", "official-walk", "--json")
+    assert json.loads(out)["adapter"]["train"]["eval"]["best"]["step"] == 20
+    Registry().publish_adapter(make_adapter("plain"))
+    code, out, _ = run(capsys, "show", "plain")
+    assert code == 0 and "official source" not in out and "evaluation" not in out
+
+
 def test_errors_go_to_stderr_with_hint(capsys) -> None:
     code, out, err = run(capsys, "show", "nope")
     assert code == 1 and out == ""
@@ -181,7 +219,8 @@ def test_rm_confirmation_rules(capsys, reg: Registry, monkeypatch: pytest.Monkey
     m = reg.get("guitar-v1")
     doc = run_json(capsys, "rm", "guitar-v1", "--yes")
     assert doc == {
-        "deleted": [{"name": "guitar-v1", "digest": m.digest, "removed_blob": True, "freed_bytes": m.size}],
+        "deleted": [{"name": "guitar-v1", "digest": m.digest, "removed_blob": True, "freed_bytes": m.size,
+                     "removed_edits": False}],
         "freed_bytes": m.size,
     }
     assert not blob.exists()
@@ -290,10 +329,12 @@ def test_gc(capsys, reg: Registry) -> None:
     orphan = reg.root / "blobs" / ("sha256-" + "a" * 64 + ".safetensors")
     orphan.write_bytes(b"12345")
     doc = run_json(capsys, "gc", "--dry-run")
-    assert doc == {"dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_temp": []}
+    assert doc == {
+        "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": []
+    }
     assert orphan.exists()
     code, out, _ = run(capsys, "gc")
-    assert code == 0 and "removed 0 temp file(s) and 1 unused blob(s), 5 B" in out
+    assert code == 0 and "removed 0 temp file(s), 1 unused blob(s) and 0 edit cache(s) of deleted motions, 5 B" in out
     assert not orphan.exists() and reg.verify() == []
 
 

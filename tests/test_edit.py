@@ -185,6 +185,8 @@ def test_second_edit_of_the_same_video_trains_nothing(square_video, tiny_base_di
     assert first["trained"] is True and first["inversion_cached"] is False
     assert first["motion"].startswith("edit-") and len(first["motion"]) == len("edit-") + 12
     assert first["timings"]["train_s"] > 0
+    # the training seed is the fixed tuning seed, and is not presented as the edit's --seed
+    assert "tuning seed 0 (fixed" in err and "repeats this run" not in err
     assert "center-cropped" in err and any("center-cropped" in n for n in first["notes"])
     assert first["source_frames"] == [0, 2, 4, 6]
     assert first["fps"] == 4.0  # the source's 8 fps at stride 2: real speed
@@ -216,6 +218,13 @@ def test_second_edit_of_the_same_video_trains_nothing(square_video, tiny_base_di
     sidecar = json.loads(Path(second["sidecar"]).read_text())
     assert sidecar["edit"]["window"] == {"start": 0, "frames": 4, "stride": 2, "width": W, "height": H}
     assert sidecar["shared_noise"] is None and sidecar["init_latents"] is True
+    # `lamp rm` of the tuned motion takes its edit cache (tuning record, inversion) with it
+    cache = Path(second["inversion_path"]).parent
+    assert cache == registry.root / "edits" / first["motion"]
+    assert cache.is_dir() and any(cache.glob("*.safetensors"))
+    code, out, err = run_cli(["rm", "--yes", first["motion"]], capsys)
+    assert code == 0, err
+    assert not cache.exists() and not registry.exists(first["motion"])
 
 
 def test_exported_first_frame_is_exactly_the_start_frame_after_resize_and_crop(square_video, tmp_path, capsys):

@@ -363,3 +363,27 @@ def test_engine_rejects_bad_first_frames(engine, tmp_path):
         engine.sample([], "x", bad, frames=2, steps=1, **SIZE)
     with pytest.raises(InvalidInput):
         engine.sample([], "x", np.zeros((8, 8), dtype=np.float32), frames=2, steps=1, **SIZE)
+
+
+def test_one_device_and_dtype_resolver_serves_engine_and_training(monkeypatch):
+    from lamp_cli import settings, train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert eng.resolve_device("auto") == eng.resolve_device(None) == torch.device("cpu")
+    assert eng.resolve_device(" CPU ") == torch.device("cpu")
+    # an explicit accelerator that is not there is refused up front, for the engine as for training
+    for bad, why in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                     ("mps", "MPS is not available"), ("tpu", "unknown device"), ("meta", "unknown device")):
+        with pytest.raises(InvalidInput, match=why):
+            eng.resolve_device(bad)
+    assert train.resolve_device is eng.resolve_device  # training uses the same function, not a copy
+    monkeypatch.setattr(settings, "get", lambda key, value=None: "mps" if key == "device" else value)
+    with pytest.raises(InvalidInput, match="MPS is not available"):  # the device setting, through train
+        train.benchmark_training(steps=1, warmup=0, frames=2, width=64, height=64, device=None)
+    # dtypes: auto follows the device; adapter precisions resolve without one
+    assert eng.resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert eng.resolve_dtype("auto") == eng.resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert [eng.resolve_dtype(d) for d in ("fp16", "bf16", "fp32")] == [torch.float16, torch.bfloat16, torch.float32]
+    with pytest.raises(InvalidInput, match="unknown dtype"):
+        eng.resolve_dtype("int8")

@@ -200,5 +200,11 @@ def test_find_videos_and_prompts_file(tmp_path):
 
 
 def test_slug():
+    from lamp_cli.generate import slugify
+
     assert ev.slug("birds fly in the sky, over the sea") == "birds_fly_in_the_sky_over_the_sea"
     assert ev.slug("!!!") == "prompt"
+    # one slug rule for every file named after a prompt; eval's names are shorter and say "prompt"
+    long = "a horse runs on the beach at sunset with waves and birds in the sky"
+    assert ev.slug(long) == slugify(long, max_len=48, empty="prompt") == slugify(long)[:48].rstrip("_")
+    assert slugify("!!!") == "video" and slugify("!!!", empty="prompt") == "prompt"

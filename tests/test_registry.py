@@ -223,6 +223,42 @@ def test_gc_removes_stale_temp_files_and_orphans_only(reg: Registry) -> None:
     assert m.blob_path.exists() and reg.verify() == []
 
 
+def test_remove_deletes_the_edit_cache_of_that_name_only(reg: Registry) -> None:
+    reg.publish_adapter(make_adapter("edit-aaa"))
+    reg.publish_adapter(make_adapter("edit-bbb", seed=1))
+    for n in ("edit-aaa", "edit-bbb"):
+        (reg.root / "edits" / n).mkdir(parents=True)
+        (reg.root / "edits" / n / "tuning.json").write_text("{}")
+        (reg.root / "edits" / n / "0123456789abcdef.safetensors").write_bytes(b"x" * 10)
+    r = reg.remove("edit-aaa")
+    assert r.removed_edits and r.to_json()["removed_edits"] is True
+    assert not (reg.root / "edits" / "edit-aaa").exists()
+    assert sorted(p.name for p in (reg.root / "edits").iterdir()) == ["edit-bbb"]  # nothing set aside is left
+    assert (reg.root / "edits" / "edit-bbb" / "tuning.json").exists()
+    reg.publish_adapter(make_adapter("plain", seed=2))
+    assert not reg.remove("plain").removed_edits
+
+
+def test_gc_removes_edit_caches_of_deleted_motions(reg: Registry) -> None:
+    reg.publish_adapter(make_adapter("edit-kept"))
+    edits = reg.root / "edits"
+    kept, gone = edits / "edit-kept", edits / "edit-gone"
+    aside = edits / f"{fsutil.TMP_PREFIX}edit-x.1.2"  # left by a remove killed mid-delete
+    for d in (kept, gone, aside):
+        d.mkdir(parents=True)
+        (d / "tuning.json").write_bytes(b"1234")
+    (edits / "notes.txt").write_text("not a cache folder")
+
+    dry = reg.gc(dry_run=True)
+    assert sorted(dry.removed_edits) == sorted([str(gone), str(aside)]) and dry.freed_bytes == 8
+    assert gone.exists() and aside.exists()
+    report = reg.gc()
+    assert sorted(report.removed_edits) == sorted([str(gone), str(aside)])
+    assert report.to_json()["removed_edits"] == report.removed_edits
+    assert not gone.exists() and not aside.exists()
+    assert (kept / "tuning.json").exists() and (edits / "notes.txt").exists()
+
+
 # --- verify / damage --------------------------------------------------------------------------------
 
 

@@ -12,13 +12,7 @@ from reference_lamp import official_state_dict_from_2d, reference_unet3d_forward
 from lamp_cli.models.base import fingerprint
 from lamp_cli.models.motion import FirstFrameAttnProcessor, FrameGroupNorm, MotionConv
 from lamp_cli.models.video_unet import VideoUNet
-
-SD1_UNET = {
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
+from lamp_cli.testing import SD1_UNET_CONFIG
 
 
 def inputs(unet, b: int = 2, f: int = 4, seed: int = 0):
@@ -139,9 +133,24 @@ def test_matches_the_reference_oracle(tiny_base):
     assert (out - ref).abs().max() < 1e-5
 
 
+def test_random_sd1_builders_make_sd1_shapes_on_the_given_device_and_dtype():
+    from lamp_cli.models.base import architecture_of
+    from lamp_cli.testing import random_sd1_base, random_sd1_unet
+
+    base = random_sd1_base("meta", torch.float16)  # the `--full-sd` benchmark base, without allocating
+    assert architecture_of(dict(base.unet.config)) == "sd1-unet" and base.vae_scale_factor == 8
+    assert sum(p.numel() for p in base.unet.parameters()) == 859_520_964
+    for m in (base.unet, base.vae, base.text_encoder):
+        p = next(m.parameters())
+        assert p.device.type == "meta" and p.dtype == torch.float16 and not p.requires_grad and not m.training
+    assert base.text_encoder.config.hidden_size == 768 and base.vae.config.latent_channels == 4
+    unet = random_sd1_unet("meta")  # the training benchmark's: fp32, trainable base for VideoUNet to freeze
+    assert next(unet.parameters()).dtype == torch.float32 and dict(unet.config) == dict(base.unet.config)
+
+
 def test_sd1_architecture_has_the_reference_parameter_counts():
     with torch.device("meta"):  # SD-1.x shapes without allocating a byte
-        unet = UNet2DConditionModel(**SD1_UNET)
+        unet = UNet2DConditionModel(**SD1_UNET_CONFIG)
         base = sum(p.numel() for p in unet.parameters())
         video = VideoUNet.from_unet2d(unet)
     total = sum(p.numel() for p in video.parameters())

@@ -67,14 +67,22 @@ def _devices() -> dict[str, Any]:
         info["mps"] = bool(mps is not None and mps.is_available())
     except Exception as e:
         info["error"] = f"device query failed: {e}"
-    info["selected"] = "cuda" if info["cuda"] else "mps" if info["mps"] else "cpu"
     return info
 
 
 def _device_report(setting: Any) -> dict[str, Any]:
+    """What is there, and the device lamp would use with `setting`, resolved as the engine does."""
     dev = _devices()
     dev["setting"] = setting
-    if setting not in (None, "auto"):  # an explicit setting wins over what auto would pick
+    if dev["error"] is None:
+        from ..engine import resolve_device
+        from ..errors import LampError
+
+        try:
+            dev["selected"] = str(resolve_device(setting))
+        except LampError as e:  # e.g. device = cuda on a machine without CUDA: say so, keep going
+            dev["selected"], dev["error"] = str(setting), e.message
+    elif setting not in (None, "auto"):
         dev["selected"] = str(setting)
     return dev
 

@@ -135,16 +135,71 @@ def cmd_show(
         ("dtype", a["dtype"]),
         ("made by", f"lamp {a['lamp_version']} (adapter format {a['format_version']})"),
         ("blob", m["blob_path"]),
+        *_official_rows(a.get("extra", {}).get("lamp.official")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         out_console.print(f"{k:<{width}}  {v}", highlight=False, soft_wrap=True)
-    if a["train"]:
+    train = dict(a["train"])
+    evaluation = train.pop("eval", None)
+    if train:
         out_console.print("training config:", highlight=False)
-        for k, v in sorted(a["train"].items()):
+        for k, v in sorted(train.items()):
             out_console.print(
                 f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}", highlight=False, soft_wrap=True
             )
+    if isinstance(evaluation, dict):
+        for line in _eval_lines(evaluation):
+            out_console.print(line, highlight=False, soft_wrap=True)
+
+
+def _official_rows(provenance: str | None) -> list[tuple[str, str]]:
+    """`lamp show` rows for the `lamp.official` header of an imported official checkpoint."""
+    if not provenance:
+        return []
+    try:
+        p = json.loads(provenance)
+    except json.JSONDecodeError:
+        return [("official", provenance)]
+    if not isinstance(p, dict):
+        return [("official", provenance)]
+    return [
+        ("official source", str(p.get("source") or "-")),
+        ("config class", str(p.get("config_class") or "-")),
+        ("weights sha256", f"{p.get('weights_file_sha256') or '-'} ({p.get('weights_file') or '?'})"),
+    ]
+
+
+def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
+    """The eval history of `lamp train --eval-every` as a small table, the best step marked."""
+    history = [p for p in evaluation.get("history") or [] if isinstance(p, dict)]
+    best = (evaluation.get("best") or {}).get("step")
+    prompts = evaluation.get("prompts") or []
+    head = f"evaluation ({len(history)} point{'s' if len(history) != 1 else ''}"
+    head += f", {len(prompts)} prompt{'s' if len(prompts) != 1 else ''}):" if prompts else "):"
+    if not history:
+        return [head, "  (none)"]
+
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+    cols = ("step", "loss", "alignment", "consistency", "diversity", "")
+    rows = [
+        (
+            str(p.get("step", "?")),
+            num(p.get("loss"), ".4f"),
+            num(p.get("alignment"), ".4f"),
+            num(p.get("consistency"), ".4f"),
+            num(p.get("diversity"), ".4f"),
+            "best" if p.get("step") == best and not p.get("discarded") else ("discarded" if p.get("discarded") else ""),
+        )
+        for p in history
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    return [head] + [
+        "  " + "  ".join(v.rjust(w) if i < 5 else v for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+        for r in [cols, *rows]
+    ]
 
 
 def cmd_rm(
@@ -327,7 +382,7 @@ def cmd_gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Remove stale temp files and adapter files no motion uses.
+    """Remove stale temp files, adapter files no motion uses, and edit caches of deleted motions.
 
     Example:
 
@@ -338,11 +393,11 @@ def cmd_gc(
         emit_json(report.to_json())
         return
     verb = "would remove" if dry_run else "removed"
-    for p in report.removed_temp + report.removed_blobs:
+    for p in report.removed_temp + report.removed_blobs + report.removed_edits:
         sys.stdout.write(f"{verb} {p}\n")
     sys.stdout.write(
-        f"{verb} {len(report.removed_temp)} temp file(s) and {len(report.removed_blobs)} unused blob(s), "
-        f"{human_size(report.freed_bytes)}\n"
+        f"{verb} {len(report.removed_temp)} temp file(s), {len(report.removed_blobs)} unused blob(s) and "
+        f"{len(report.removed_edits)} edit cache(s) of deleted motions, {human_size(report.freed_bytes)}\n"
     )
 
 
