@@ -133,7 +133,8 @@ def embed(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
 
 
 def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encoder, *, steps: int, batch: int,
-               seed: int, lr: float, on_checkpoint=None, checkpoint_every: int = 0, stop_after: int | None = None):
+               seed: int, lr: float, on_checkpoint=None, checkpoint_every: int = 0, stop_after: int | None = None,
+               init: Path | None = None):
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     # The encoder is frozen, so each distinct caption (256 + the empty one) is embedded once.
@@ -144,6 +145,8 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
 
     torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(**TOY_UNET_CONFIG)
+    if init is not None:  # continue an earlier run's UNet (its EMA weights)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet").state_dict())
     ema = UNet2DConditionModel(**TOY_UNET_CONFIG)
     ema.load_state_dict(unet.state_dict())
     ema.eval().requires_grad_(False)
@@ -221,6 +224,8 @@ def main() -> None:
                    help="stop the UNet after this many updates, keeping the LR schedule of --unet-steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save the EMA UNet to OUT.ckpt every N steps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume-from", type=Path, default=None,
+                   help="continue a finished run: reuse its VAE and start the UNet from its weights")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -233,12 +238,21 @@ def main() -> None:
     log(f"rendering {args.images} images")
     images, captions = make_dataset(args.images, args.seed)
 
-    log("stage 1: VAE")
-    vae = train_vae(images, args.vae_steps, args.vae_batch, args.seed)
-    latents = encode_all(vae, images)
-    std, mean = latents.std().item(), latents.mean().item()
-    scaling = 1.0 / std
-    vae.register_to_config(scaling_factor=scaling)
+    if args.resume_from is not None:
+        from diffusers import AutoencoderKL
+
+        log(f"stage 1: VAE from {args.resume_from}")
+        vae = AutoencoderKL.from_pretrained(args.resume_from / "vae").eval().requires_grad_(False)
+        latents = encode_all(vae, images)
+        std, mean = latents.std().item(), latents.mean().item()
+        scaling = float(vae.config.scaling_factor)
+    else:
+        log("stage 1: VAE")
+        vae = train_vae(images, args.vae_steps, args.vae_batch, args.seed)
+        latents = encode_all(vae, images)
+        std, mean = latents.std().item(), latents.mean().item()
+        scaling = 1.0 / std
+        vae.register_to_config(scaling_factor=scaling)
     log(f"latents: mean {mean:.3f} std {std:.3f} -> scaling_factor {scaling:.4f}")
     vae_seconds = time.time() - start
 
@@ -266,7 +280,8 @@ def main() -> None:
     log("stage 2: UNet")
     unet = train_unet(latents * scaling, captions, tokenizer, text_encoder, steps=args.unet_steps,
                       batch=args.unet_batch, seed=args.seed, lr=args.lr, on_checkpoint=on_checkpoint,
-                      checkpoint_every=args.checkpoint_every, stop_after=args.stop_after)
+                      checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
+                      init=args.resume_from)
     train_seconds = time.time() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save(unet, args.out)
