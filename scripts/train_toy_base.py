@@ -224,6 +224,7 @@ def main() -> None:
                    help="stop the UNet after this many updates, keeping the LR schedule of --unet-steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save the EMA UNet to OUT.ckpt every N steps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sheet", type=Path, default=None, help="write the held-out captions' images to this PNG")
     p.add_argument("--resume-from", type=Path, default=None,
                    help="continue a finished run: reuse its VAE and start the UNet from its weights")
     args = p.parse_args()
@@ -293,7 +294,8 @@ def main() -> None:
     sheet = report.pop("sheet")
     from PIL import Image
 
-    Image.fromarray(sheet).save(args.out.parent / f".{args.out.name}-heldout.png")
+    if args.sheet is not None:
+        Image.fromarray(sheet).save(args.sheet)
     summary = {"seconds": round(train_seconds), "vae_seconds": round(vae_seconds), "latent_std": std,
                "latent_mean": mean, "heldout": report, "args": {k: str(v) for k, v in vars(args).items()}}
     log("held-out captions: " + json.dumps(report))

@@ -61,7 +61,7 @@ def cmd_demo(
         f"on clips of {len(result.training_pairs)} other shape/colour pairs",
         f"generated \"{result.prompt}\" (a pair the clips never showed) in {result.sample_seconds:.0f} s",
         f"motion: measured {vx:+.2f} px/frame right, {-vy:+.2f} px/frame up; "
-        f"trained {ex:+.2f} right, {-ey:+.2f} up; mean path error {check.error:.2f} px "
+        f"trained {ex + 0.0:+.2f} right, {-ey + 0.0:+.2f} up; mean path error {check.error:.2f} px "
         f"(object found in {check.found}/{len(check.measured)} frames)",
         f"frame 1: a {ff.color} {ff.shape} on a {ff.background} background - matches the prompt: {mark}",
     ]
