@@ -134,14 +134,33 @@ def embed(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
 
 def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encoder, *, steps: int, batch: int,
                seed: int, lr: float, on_checkpoint=None, checkpoint_every: int = 0, stop_after: int | None = None,
-               init: Path | None = None):
+               init: Path | None = None, text_lr: float | None = None, ema_decay: float = 0.999):
+    """Train the UNet (and, if `text_lr` is given, the text encoder with it); returns the EMA copies.
+
+    Returns (ema_unet, ema_text_encoder); the second is `text_encoder` itself when it stays frozen.
+    """
+    import copy
+
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
-    # The encoder is frozen, so each distinct caption (256 + the empty one) is embedded once.
     vocab = sorted(set(captions))
-    table = embed(tokenizer, text_encoder, [""] + vocab)  # (1+K)×77×D; row 0 = empty caption
+    prompts = [""] + vocab  # row 0 = empty caption
     index = {c: i + 1 for i, c in enumerate(vocab)}
     cap_idx = torch.tensor([index[c] for c in captions])
+    tok_ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids  # (1+K)×77
+    train_text = text_lr is not None
+    if train_text:
+        # A frozen random CLIP (width 32, LayerNorm'd) gives nearly the same features for every
+        # caption, and the UNet learned to ignore them; training it jointly lets the caption's
+        # words pull apart in the space the cross-attention reads.
+        text_encoder.train().requires_grad_(True)
+        ema_text = copy.deepcopy(text_encoder).eval().requires_grad_(False)
+        table = None
+    else:
+        # The encoder is frozen, so each distinct caption (256 + the empty one) is embedded once.
+        table = embed(tokenizer, text_encoder, prompts)  # (1+K)×77×D
+        ema_text = text_encoder
 
     torch.manual_seed(seed + 3)
     unet = UNet2DConditionModel(**TOY_UNET_CONFIG)
@@ -151,13 +170,16 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
     ema.load_state_dict(unet.state_dict())
     ema.eval().requires_grad_(False)
     noise_sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
+    groups = [{"params": list(unet.parameters()), "peak": lr, "weight_decay": 1e-2}]
+    if train_text:
+        groups.append({"params": list(text_encoder.parameters()), "peak": text_lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr)
     gen = torch.Generator().manual_seed(seed + 4)
     t0 = time.time()
     running = None
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, 200)
+            g["lr"] = lr_at(step, steps, g["peak"], 200)
         idx = torch.randint(len(latents), (batch,), generator=gen)
         x0 = latents[idx]
         rows = cap_idx[idx].clone()
@@ -165,25 +187,31 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
-        loss = torch.nn.functional.mse_loss(unet(xt, t, table[rows]).sample, noise)
+        cond = text_encoder(tok_ids[rows])[0] if train_text else table[rows]  # B×77×D
+        loss = torch.nn.functional.mse_loss(unet(xt, t, cond).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        if train_text:
+            torch.nn.utils.clip_grad_norm_(text_encoder.parameters(), 1.0)
         opt.step()
-        decay = min(0.999, (1 + step) / (10 + step))
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
                 pe.lerp_(p, 1 - decay)
+            if train_text:
+                for pe, p in zip(ema_text.parameters(), text_encoder.parameters(), strict=True):
+                    pe.lerp_(p, 1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0 or step == steps - 1:
             rate = (step + 1) / (time.time() - t0)
             log(f"unet {step:5d}/{steps}  loss {running:.4f}  {rate:.2f} it/s  eta {(steps - step - 1) / rate / 60:.1f} min")
         if on_checkpoint and checkpoint_every and step and step % checkpoint_every == 0:
-            on_checkpoint(ema, step)
+            on_checkpoint(ema, ema_text, step)
         if stop_after is not None and step + 1 >= stop_after:
             log(f"stopping after {step + 1} of {steps} steps (--stop-after)")
             break
-    return ema
+    return ema, ema_text
 
 
 def evaluate(folder: Path, seeds: int = 2, steps: int = 25, guidance: float = 5.0) -> dict:
@@ -224,6 +252,10 @@ def main() -> None:
                    help="stop the UNet after this many updates, keeping the LR schedule of --unet-steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save the EMA UNet to OUT.ckpt every N steps")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--train-text-encoder", action="store_true",
+                   help="train the text encoder jointly with the UNet (else it stays random and frozen)")
+    p.add_argument("--text-lr", type=float, default=1e-3, help="peak LR of the text encoder (--train-text-encoder)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--sheet", type=Path, default=None, help="write the held-out captions' images to this PNG")
     p.add_argument("--resume-from", type=Path, default=None,
                    help="continue a finished run: reuse its VAE and start the UNet from its weights")
@@ -259,7 +291,7 @@ def main() -> None:
 
     tokenizer, text_encoder = build_text(args.seed)
 
-    def save(unet, folder: Path) -> None:
+    def save(unet, text_encoder, folder: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".toy-", dir=folder.parent))
         save_components(
             {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
@@ -273,19 +305,21 @@ def main() -> None:
         tmp.rename(folder)
 
     ckpt = args.out.with_name(args.out.name + ".ckpt")
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # checkpoints are written beside OUT
 
-    def on_checkpoint(ema, step: int) -> None:
-        save(ema, ckpt)
+    def on_checkpoint(ema, ema_text, step: int) -> None:
+        save(ema, ema_text, ckpt)
         log(f"checkpoint at step {step} -> {ckpt}")
 
     log("stage 2: UNet")
-    unet = train_unet(latents * scaling, captions, tokenizer, text_encoder, steps=args.unet_steps,
+    unet, text_encoder = train_unet(latents * scaling, captions, tokenizer, text_encoder, steps=args.unet_steps,
                       batch=args.unet_batch, seed=args.seed, lr=args.lr, on_checkpoint=on_checkpoint,
                       checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
-                      init=args.resume_from)
+                      init=args.resume_from, ema_decay=args.ema_decay,
+                      text_lr=args.text_lr if args.train_text_encoder else None)
     train_seconds = time.time() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save(unet, args.out)
+    save(unet, text_encoder, args.out)
     if ckpt.exists():
         shutil.rmtree(ckpt)
     log(f"saved {args.out} after {train_seconds / 60:.1f} min (VAE {vae_seconds / 60:.1f} min)")
