@@ -12,7 +12,8 @@ Three stages:
   2. every training image is encoded once (posterior mean) and the latents' std sets the VAE's
      `scaling_factor`, so scaled latents have unit variance, as SD's do;
   3. a UNet2DConditionModel learns ε-prediction under SD-1.4's noise schedule, conditioned on a
-     frozen, randomly initialised CLIPTextModel (the UNet learns to read it), with 10% empty
+     frozen, randomly initialised CLIPTextModel (the UNet learns to read it; with
+     --train-text-encoder the encoder is trained jointly, see docs/toy.md), with 10% empty
      captions for classifier-free guidance and an EMA of its weights (the EMA is what ships).
 The held-out captions (`world.heldout_triples()`) are never shown; the run ends by drawing them
 and reporting how many came out with the asked shape and colours.
