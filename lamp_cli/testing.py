@@ -130,26 +130,33 @@ def tiny_tokenizer(words: Iterable[str] = DEFAULT_WORDS):
         return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=77)
 
 
-def tiny_components(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS) -> dict[str, Any]:
-    """Seeded random UNet, VAE, text encoder, tokenizer and DDIM scheduler."""
+def tiny_text_encoder(tokenizer: Any, seed: int):
+    """A seeded random CLIPTextModel (TINY_TEXT_CONFIG) sized to `tokenizer`'s vocabulary."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = tiny_tokenizer(words)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(**TINY_VAE_CONFIG)
-    torch.manual_seed(seed + 2)
-    text_config = CLIPTextConfig(
+    config = CLIPTextConfig(
         vocab_size=len(tokenizer.get_vocab()),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         **TINY_TEXT_CONFIG,
     )
-    text_encoder = CLIPTextModel(text_config)
+    return CLIPTextModel(config)
+
+
+def tiny_components(seed: int = 0, words: Iterable[str] = DEFAULT_WORDS) -> dict[str, Any]:
+    """Seeded random UNet, VAE, text encoder, tokenizer and DDIM scheduler."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    tokenizer = tiny_tokenizer(words)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    text_encoder = tiny_text_encoder(tokenizer, seed + 2)
     scheduler = DDIMScheduler(**SD_SCHEDULER_CONFIG)
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 

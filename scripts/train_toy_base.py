@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lamp_cli.testing import SD_SCHEDULER_CONFIG, TINY_TEXT_CONFIG, save_components, tiny_tokenizer  # noqa: E402
+from lamp_cli.testing import SD_SCHEDULER_CONFIG, save_components, tiny_text_encoder, tiny_tokenizer  # noqa: E402
 from lamp_cli.toy import world  # noqa: E402
 from lamp_cli.toy.base_config import TOY_UNET_CONFIG, TOY_VAE_CONFIG  # noqa: E402
 
@@ -111,18 +111,8 @@ def encode_all(vae, images: np.ndarray, batch: int = 250) -> torch.Tensor:
 
 
 def build_text(seed: int):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     tokenizer = tiny_tokenizer(world.WORDS)
-    torch.manual_seed(seed + 2)
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **TINY_TEXT_CONFIG,
-    )
-    text_encoder = CLIPTextModel(config).eval().requires_grad_(False)
+    text_encoder = tiny_text_encoder(tokenizer, seed + 2).eval().requires_grad_(False)
     return tokenizer, text_encoder
 
 

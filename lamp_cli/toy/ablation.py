@@ -61,6 +61,7 @@ def sample_without_first_frame(
     import torch
 
     from ..engine import (
+        DEFAULT_ADAIN_SWITCH,
         adain_final,
         adain_step,
         adain_switch_index,
@@ -78,7 +79,7 @@ def sample_without_first_frame(
     latents = shared_noise_latents((1, 4, frames, h, w), shared_noise, generator, engine.device)
     scheduler = base.ddim()
     scheduler.set_timesteps(steps)
-    switch = adain_switch_index(steps, 0.62)
+    switch = adain_switch_index(steps, DEFAULT_ADAIN_SWITCH)
     for i, t in enumerate(scheduler.timesteps):
         with torch.no_grad():
             pred = engine.video_unet(torch.cat([latents, latents]).to(engine.dtype), t, embeds).float()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..testing import TINY_UNET_CONFIG
+
 TOY_VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
@@ -23,15 +25,5 @@ TOY_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 1.0,  # replaced by 1/std of the trained VAE's latents
 }
 
-TOY_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 16,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (32, 64),
-    "layers_per_block": 1,
-    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 32,  # the text encoder's hidden size (lamp_cli.testing.TINY_TEXT_CONFIG)
-    "attention_head_dim": 4,  # diffusers' legacy name for the number of heads
-    "norm_num_groups": 8,
-}
+# The tiny test UNet's layout (cross-attention dim = the tiny text encoder's width), on 16×16 latents.
+TOY_UNET_CONFIG: dict[str, Any] = {**TINY_UNET_CONFIG, "sample_size": 16}
