@@ -567,6 +567,7 @@ class Engine:
         overlap: int | None = None,
         first_frame_prompt: str | None = None,
         decode_chunk: int = DEFAULT_DECODE_CHUNK,
+        clean_first_frame: bool = True,
         progress: Reporter | None = None,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
     ) -> SampleResult:
@@ -576,6 +577,8 @@ class Engine:
         `init_latents` (1×4×F×h×w) replace shared noise as the starting point (editing from
         inverted latents); frame 0 is still the first frame's clean latent. `callback(i, t, latents)`
         runs after every step. Same inputs and seed give the same frames on the same device.
+        `clean_first_frame=False` is the ablation of LAMP's first-frame conditioning: no first
+        frame is made, and frame 0 is denoised from noise with the others (one window only).
         """
         import torch
 
@@ -602,6 +605,9 @@ class Engine:
         window = min(trained, frames)
         overlap = default_overlap(window) if overlap is None else int(overlap)
         windows = plan_windows(frames, window, overlap)
+        if not clean_first_frame and (len(windows) > 1 or init_latents is not None):
+            raise InvalidInput("clean_first_frame=False works on one window from noise",
+                               hint=f"ask for at most {window} frames and no init_latents")
 
         # 3. Text embeddings, once: [uncond (negative prompt), cond].
         with self.on_device(self.base.text_encoder):
@@ -609,10 +615,13 @@ class Engine:
 
         # 4. The first frame's clean latent.
         t0 = time.perf_counter()
-        z0, _, first_info = self._first_frame_latent(
-            first_frame, first_frame_prompt or prompt, width=width, height=height, steps=steps,
-            negative=negative, seed=seed, progress=progress,
-        )
+        if clean_first_frame:
+            z0, _, first_info = self._first_frame_latent(
+                first_frame, first_frame_prompt or prompt, width=width, height=height, steps=steps,
+                negative=negative, seed=seed, progress=progress,
+            )
+        else:
+            z0, first_info = None, {"source": "none (denoised with the other frames)"}
         first_frame_s = time.perf_counter() - t0
 
         # 5. Denoise window by window; each window's leading frames come from the previous one.
@@ -621,7 +630,8 @@ class Engine:
         scheduler.set_timesteps(steps)
         switch = adain_switch_index(steps, adain_switch)
         video = torch.zeros(1, 4, frames, h, w, device=self.device)
-        video[:, :, 0] = z0
+        if z0 is not None:
+            video[:, :, 0] = z0
         step_times: list[float] = []
         progress.start("sample", steps * len(windows))
         t0 = time.perf_counter()
@@ -635,6 +645,7 @@ class Engine:
                 latents = self._denoise_window(
                     latents, known, generator, scheduler, embeds, guidance=guidance, adain=adain,
                     switch=switch, progress=progress, callback=callback, step_times=step_times,
+                    clean_first=clean_first_frame,
                 )
                 video[:, :, win.start : win.start + win.length] = latents
         progress.finish()
@@ -668,6 +679,7 @@ class Engine:
             "adain": adain,
             "adain_switch": adain_switch,
             "histogram_match": histogram_match,
+            **({} if clean_first_frame else {"clean_first_frame": False}),
             "scheduler": "ddim, eta 0",
             "window": window,
             "overlap": overlap if len(windows) > 1 else 0,
@@ -701,12 +713,17 @@ class Engine:
         progress: Reporter,
         callback: Callable[[int, int, torch.Tensor], None] | None,
         step_times: list[float],
+        clean_first: bool = True,
     ) -> torch.Tensor:
-        """The DDIM loop over one window (latents 1×4×L×h×w; `known`: its first `context` frames)."""
+        """The DDIM loop over one window (latents 1×4×L×h×w; `known`: its first `context` frames).
+
+        clean_first=False (ablation): frame 0 is noise denoised like the others.
+        """
         import torch
 
         context = known.shape[2]
-        latents[:, :, :1] = known[:, :, :1]  # the clean first frame, never updated
+        if clean_first:
+            latents[:, :, :1] = known[:, :, :1]  # the clean first frame, never updated
         ctx_noise = None
         if context > 1:
             # Known frames after the first one re-enter at each step's noise level (fixed noise).
@@ -721,7 +738,10 @@ class Engine:
             with torch.no_grad():
                 noise_pred = self._unet_call(model_in.to(self.dtype), t, text).float()
             noise_pred = guided_noise(noise_pred, guidance) if cfg else noise_pred
-            ddim_step_frames(scheduler, noise_pred, t, latents)
+            if clean_first:
+                ddim_step_frames(scheduler, noise_pred, t, latents)
+            else:
+                latents[:] = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
             if adain:
                 adain_step(latents, late=i >= switch)
             if ctx_noise is not None:

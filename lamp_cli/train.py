@@ -323,12 +323,13 @@ class Batch:
 
 def draw_batch(
     gen: Any, cache: list[ClipLatents], *, frames: int, stride: int, num_train_timesteps: int,
-    window_start: int | None = None, flip_probability: float = FLIP_PROBABILITY,
+    window_start: int | None = None, flip_probability: float = FLIP_PROBABILITY, min_timestep: int = 0,
 ) -> Batch:
     """All random draws of a step, in a fixed order, from `gen`: clip, window start, flip, t, noise.
 
     `window_start` fixes the window (lamp edit tunes on exactly the window it edits); the start is
-    still drawn so the other draws are the same as without it."""
+    still drawn so the other draws are the same as without it. t is uniform in
+    [min_timestep, num_train_timesteps); 0 (every level) is the reference's."""
     import torch
 
     clip = int(torch.randint(len(cache), (1,), generator=gen))
@@ -337,7 +338,7 @@ def draw_batch(
     start = int(torch.randint(starts, (1,), generator=gen))
     start = start if window_start is None else int(window_start)
     flip = bool(torch.rand((), generator=gen) < flip_probability)
-    timestep = int(torch.randint(num_train_timesteps, (1,), generator=gen))
+    timestep = int(torch.randint(min_timestep, num_train_timesteps, (1,), generator=gen))
     idx = torch.arange(frames) * stride + start
     mean, std = c.mean[int(flip), idx], c.std[int(flip), idx]  # F×4×h×w
     latents = mean + std * torch.randn(mean.shape, generator=gen)  # a sample of the VAE posterior
@@ -622,6 +623,8 @@ class _Options:
     checkpoint_every: int
     adapter_dtype: str
     device: str
+    min_timestep: int = 0
+    flip: bool = True
 
 
 def _positive(value: Any, what: str, kind: type = int) -> Any:
@@ -710,8 +713,9 @@ def train_motion(
     eval_out: str | Path | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     window_start: int | None = None,
-    flip: bool = True,
+    flip: bool | None = None,
     seed_note: str | None = None,
+    min_timestep: int | None = None,
 ) -> TrainResult:
     """Learn a motion from `clips` (a folder of videos, or one video) and publish it as `name`.
 
@@ -722,7 +726,11 @@ def train_motion(
     every 1000 steps, 0 = only on Ctrl-C. `adapter_dtype`: fp16 (default), bf16 or fp32.
     `force` replaces a motion of that name and discards an unfinished run's checkpoint.
     `on_step(StepInfo)` is called after every step. `window_start` fixes every step's window
-    start and `flip=False` turns off the random flip (one-video tuning for `lamp edit`).
+    start and `flip=False` turns off the random horizontal flip (default on, as the reference):
+    needed for one-video tuning (`lamp edit`) and for motions with a left/right direction, which a
+    mirror image reverses.
+    `min_timestep`: train only on noise levels t >= this (default 0: all, as the reference); the
+    motion of frames 2.. is decided at high noise, where ε-prediction's loss is weakest.
     `seed_note`: the line logged about the seed, `{seed}` replaced (default: `lamp train`'s
     "seed N (--seed N repeats this run)"; `lamp edit` says its tuning seed is not its --seed).
     The checkpoint is deleted once the adapter is published (or returned, with `publish=False`).
@@ -787,6 +795,20 @@ def train_motion(
     width = _positive(pick("width", width), "--width")
     height = _positive(pick("height", height), "--height")
     lr = _positive(pick("lr", lr), "--lr", float)
+    if meta is not None and min_timestep is not None and min_timestep != saved.get("min_timestep", 0):
+        raise InvalidInput(
+            f"--min-timestep {min_timestep} differs from the checkpoint's {saved.get('min_timestep', 0)}",
+            hint="resume without --min-timestep, or start over with --force",
+        )
+    min_timestep = int(saved.get("min_timestep", 0) if min_timestep is None else min_timestep)
+    if meta is not None and flip is not None and flip != saved.get("flip", True):
+        raise InvalidInput(
+            f"{'--flip' if flip else '--no-flip'} differs from the checkpoint's run",
+            hint="resume without it, or start over with --force",
+        )
+    flip = bool(saved.get("flip", True) if flip is None else flip)
+    if not 0 <= min_timestep < 1000:
+        raise InvalidInput(f"--min-timestep must be in [0, 1000), got {min_timestep}")
     _check_size(width, height)
     if seed is None:
         seed = saved.get("seed", random.SystemRandom().randrange(2**31))
@@ -910,6 +932,8 @@ def train_motion(
         checkpoint_every=checkpoint_every,
         adapter_dtype=adapter_dtype,
         device=str(device_t),
+        min_timestep=min_timestep,
+        flip=flip,
     )
     dtype = resolve_dtype(adapter_dtype)
     evaluator = None
@@ -987,6 +1011,7 @@ def train_motion(
                 batch = draw_batch(
                     step_generator(seed, rank, step), cache, frames=frames, stride=stride, num_train_timesteps=num_t,
                     window_start=window_start, flip_probability=FLIP_PROBABILITY if flip else 0.0,
+                    min_timestep=min_timestep,
                 )
                 timestep = torch.tensor([batch.timestep], device=device_t)
                 loss = diffusion_loss(

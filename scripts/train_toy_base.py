@@ -7,14 +7,15 @@
 Seeded and single-threaded, so the same command gives the same weights on the same software.
 Three stages:
   1. a small AutoencoderKL (64×64 RGB -> 4×16×16, downsampling 4) learns to reconstruct the
-     world's images (MSE + a small KL term that keeps its latents near the origin), starting
-     from a near-deterministic posterior;
+     world's images (MSE + 0.5·L1 + a small KL term that keeps its latents near the origin),
+     starting from a near-deterministic posterior;
   2. every training image is encoded once (posterior mean) and the latents' std sets the VAE's
      `scaling_factor`, so scaled latents have unit variance, as SD's do;
   3. a UNet2DConditionModel learns ε-prediction under SD-1.4's noise schedule, conditioned on a
-     frozen, randomly initialised CLIPTextModel (the UNet learns to read it; with
-     --train-text-encoder the encoder is trained jointly, see docs/toy.md), with 10% empty
-     captions for classifier-free guidance and an EMA of its weights (the EMA is what ships).
+     frozen CLIPTextModel initialised so each caption word stays distinguishable (--text-init),
+     with offset noise, min-SNR-5 weighting, 10% empty captions for classifier-free guidance and
+     an EMA of its weights (the EMA is what ships). Every 100 steps it logs the "caption effect":
+     how much the predicted image changes when captions are swapped (0 = text ignored).
 The held-out captions (`world.heldout_triples()`) are never shown; the run ends by drawing them
 and reporting how many came out with the asked shape and colours.
 """
@@ -71,30 +72,36 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_vae(images: np.ndarray, steps: int, batch: int, seed: int):
+def train_vae(images: np.ndarray, steps: int, batch: int, seed: int, init: Path | None = None, lr: float = 1e-3):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**TOY_VAE_CONFIG)
-    # Start the posterior's log-variance at -10 (std 0.007): training begins as a plain
-    # autoencoder and learns in minutes. From a random log-variance (std ~1) the decoder must
-    # first learn to ignore sampling noise, and short runs end with blurred, off-colour blobs.
-    c = TOY_VAE_CONFIG["latent_channels"]
-    with torch.no_grad():
-        vae.quant_conv.weight[c:] = 0
-        vae.quant_conv.bias[c:] = -10.0
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    if init is not None:  # continue an earlier run's VAE
+        vae = AutoencoderKL.from_pretrained(init / "vae")
+        vae.train().requires_grad_(True)
+    else:
+        vae = AutoencoderKL(**TOY_VAE_CONFIG)
+        # Start the posterior's log-variance at -10 (std 0.007): training begins as a plain
+        # autoencoder and learns in minutes. From a random log-variance (std ~1) the decoder must
+        # first learn to ignore sampling noise, and short runs end with blurred, off-colour blobs.
+        c = TOY_VAE_CONFIG["latent_channels"]
+        with torch.no_grad():
+            vae.quant_conv.weight[c:] = 0
+            vae.quant_conv.bias[c:] = -10.0
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     t0 = time.time()
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, 1e-3, 50)
+            g["lr"] = lr_at(step, steps, lr, 50)
         x = to_tensor(images[rng.integers(len(images), size=batch)])
         posterior = vae.encode(x).latent_dist
         rec = vae.decode(posterior.sample()).sample
         mse = torch.nn.functional.mse_loss(rec, x)
         kl = posterior.kl().mean()  # summed over the 4×16×16 latent, averaged over the batch
-        loss = mse + 1e-6 * kl
+        # L1 on top of MSE: flat colours with sharp edges; MSE alone settles for blurred edges,
+        # which is what turns small triangles and stars into blobs.
+        loss = mse + 0.5 * (rec - x).abs().mean() + 1e-6 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -110,10 +117,41 @@ def encode_all(vae, images: np.ndarray, batch: int = 250) -> torch.Tensor:
     return torch.cat(out)  # N×4×16×16, unscaled
 
 
-def build_text(seed: int):
+def build_text(seed: int, init: str = "words", max_length: int = 16):
+    """The toy tokenizer (captions padded to `max_length`) and a frozen CLIPTextModel.
+
+    init="random": CLIP's own random initialisation. Its 0.02-scale token embeddings are swamped
+    by the layers' attention outputs, which average over the prefix, so every caption comes out
+    nearly the same and the UNet learns to ignore the text (the first shipped base did).
+    init="words": the same class and config, initialised so that its output at each position is
+    LayerNorm(token + position): orthogonal unit-scale token embeddings, smaller random position
+    embeddings (so "red" as the object's colour and "red" as the background differ), and each
+    layer's residual branches zeroed (out_proj and fc2), so the layers pass the stream through.
+    """
     tokenizer = tiny_tokenizer(world.WORDS)
-    text_encoder = tiny_text_encoder(tokenizer, seed + 2).eval().requires_grad_(False)
-    return tokenizer, text_encoder
+    tokenizer.model_max_length = max_length
+    text_encoder = tiny_text_encoder(tokenizer, seed + 2)
+    if init == "words":
+        gen = torch.Generator().manual_seed(seed + 5)
+        tm = getattr(text_encoder, "text_model", text_encoder)  # transformers 4 nests it, 5 does not
+        emb = tm.embeddings
+        vocab, width = emb.token_embedding.weight.shape
+        with torch.no_grad():
+            table = torch.randn(vocab, width, generator=gen)
+            ids = sorted({tokenizer.convert_tokens_to_ids(t) for t in tokenizer.tokenize(" ".join(world.WORDS))}
+                         | {tokenizer.bos_token_id, tokenizer.eos_token_id})
+            q, _ = torch.linalg.qr(torch.randn(width, width, generator=gen))
+            table[ids] = q[: len(ids)]  # orthonormal rows for the caption words
+            emb.token_embedding.weight.copy_(table / table.norm(dim=1, keepdim=True) * width**0.5)
+            pos = torch.randn(emb.position_embedding.weight.shape, generator=gen)
+            emb.position_embedding.weight.copy_(pos / pos.norm(dim=1, keepdim=True) * 0.6 * width**0.5)
+            for layer in tm.encoder.layers:
+                for lin in (layer.self_attn.out_proj, layer.mlp.fc2):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+    elif init != "random":
+        raise ValueError(f"unknown text init {init!r}")
+    return tokenizer, text_encoder.eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -123,9 +161,40 @@ def embed(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
     return text_encoder(tok.input_ids)[0]  # N×77×D
 
 
+def caption_probe(latents: torch.Tensor, cap_idx: torch.Tensor, table: torch.Tensor, seed: int, n: int = 16):
+    """A cheap early signal of whether the UNet reads the caption.
+
+    For `n` fixed training latents noised to t = 700, the relative change of the predicted x0 when
+    each latent's caption is replaced by another image's: ~0 while the text is ignored.
+    `table` holds caption embeddings (frozen encoder) or token ids (trained encoder).
+    """
+    from diffusers import DDPMScheduler
+
+    gen = torch.Generator().manual_seed(seed + 6)
+    idx = torch.randperm(len(latents), generator=gen)[:n]
+    x0, rows = latents[idx], cap_idx[idx]
+    sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
+    t = torch.full((n,), 700)
+    a = sched.alphas_cumprod[700]
+    xt = sched.add_noise(x0, torch.randn(x0.shape, generator=gen), t)
+
+    @torch.no_grad()
+    def probe(unet, text_encoder=None) -> float:
+        def x0_pred(r):
+            cond = text_encoder(table[r])[0] if text_encoder is not None else table[r]
+            eps = unet(xt, t, cond).sample
+            return (xt - (1 - a).sqrt() * eps) / a.sqrt()
+
+        right, wrong = x0_pred(rows), x0_pred(rows.roll(1))
+        return ((right - wrong).norm() / right.norm()).item()
+
+    return probe
+
+
 def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encoder, *, steps: int, batch: int,
                seed: int, lr: float, on_checkpoint=None, checkpoint_every: int = 0, stop_after: int | None = None,
-               init: Path | None = None, text_lr: float | None = None, ema_decay: float = 0.999):
+               init: Path | None = None, text_lr: float | None = None, ema_decay: float = 0.999,
+               snr_gamma: float = 5.0, offset_noise: float = 0.0, unet_config: dict | None = None):
     """Train the UNet (and, if `text_lr` is given, the text encoder with it); returns the EMA copies.
 
     Returns (ema_unet, ema_text_encoder); the second is `text_encoder` itself when it stays frozen.
@@ -154,13 +223,21 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
         ema_text = text_encoder
 
     torch.manual_seed(seed + 3)
-    unet = UNet2DConditionModel(**TOY_UNET_CONFIG)
+    unet_config = unet_config or TOY_UNET_CONFIG
+    unet = UNet2DConditionModel(**unet_config)
     if init is not None:  # continue an earlier run's UNet (its EMA weights)
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet").state_dict())
-    ema = UNet2DConditionModel(**TOY_UNET_CONFIG)
+    ema = UNet2DConditionModel(**unet_config)
     ema.load_state_dict(unet.state_dict())
     ema.eval().requires_grad_(False)
     noise_sched = DDPMScheduler.from_config(SD_SCHEDULER_CONFIG)
+    # Min-SNR-γ weighting for ε-prediction: w(t) = min(SNR, γ) / SNR. ε-loss at low noise says
+    # little about the image (the noisy input already shows it) and at high noise it is nearly
+    # blind to the caption (an x0 error is scaled by SNR ≈ 0.005 there); this weighting moves the
+    # effort to the noise levels where colour and layout are decided.
+    snr = noise_sched.alphas_cumprod / (1 - noise_sched.alphas_cumprod)
+    weight = snr.clamp(max=snr_gamma) / snr if snr_gamma else None
+    probe = caption_probe(latents, cap_idx, tok_ids if train_text else table, seed)
     groups = [{"params": list(unet.parameters()), "peak": lr, "weight_decay": 1e-2}]
     if train_text:
         groups.append({"params": list(text_encoder.parameters()), "peak": text_lr, "weight_decay": 0.0})
@@ -176,10 +253,16 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
         rows = cap_idx[idx].clone()
         rows[torch.rand(batch, generator=gen) < 0.1] = 0  # classifier-free guidance dropout
         noise = torch.randn(x0.shape, generator=gen)
+        if offset_noise:
+            # Offset noise: SD's schedule leaves 0.068·x0 in x_T, and on a 16×16 latent the noise's
+            # per-channel mean (std 1/16) is no bigger than that leak, so without this the UNet
+            # learns to read the background colour off the noise instead of the caption.
+            noise = noise + offset_noise * torch.randn(x0.shape[:2] + (1, 1), generator=gen)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=gen)
         xt = noise_sched.add_noise(x0, noise, t)
         cond = text_encoder(tok_ids[rows])[0] if train_text else table[rows]  # B×77×D
-        loss = torch.nn.functional.mse_loss(unet(xt, t, cond).sample, noise)
+        err = (unet(xt, t, cond).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (err * weight[t]).mean() if snr_gamma else err.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -196,7 +279,9 @@ def train_unet(latents: torch.Tensor, captions: list[str], tokenizer, text_encod
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0 or step == steps - 1:
             rate = (step + 1) / (time.time() - t0)
-            log(f"unet {step:5d}/{steps}  loss {running:.4f}  {rate:.2f} it/s  eta {(steps - step - 1) / rate / 60:.1f} min")
+            sens = probe(ema, ema_text if train_text else None)
+            log(f"unet {step:5d}/{steps}  loss {running:.4f}  caption effect {sens:.3f}  {rate:.2f} it/s  "
+                f"eta {(steps - step - 1) / rate / 60:.1f} min")
         if on_checkpoint and checkpoint_every and step and step % checkpoint_every == 0:
             on_checkpoint(ema, ema_text, step)
         if stop_after is not None and step + 1 >= stop_after:
@@ -229,16 +314,33 @@ def evaluate(folder: Path, seeds: int = 2, steps: int = 25, guidance: float = 5.
     return {"n": results["n"], **frac, "sheet": np.concatenate(sheets, axis=0)}
 
 
+def unet_config(attn_levels: int) -> dict:
+    if attn_levels == 1:  # the tiny test UNet's layout: no cross-attention at the 8×8 level
+        return {**TOY_UNET_CONFIG, "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D")}
+    return dict(TOY_UNET_CONFIG)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "lamp_cli" / "toy" / "base")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", type=int, default=12000)
-    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-steps", type=int, default=3600)
     p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--unet-steps", type=int, default=1200)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-init", type=Path, default=None, help="start the VAE from this base's VAE and train it further")
+    p.add_argument("--vae-from", type=Path, default=None, help="take this base's VAE as it is (no VAE training)")
+    p.add_argument("--text-init", choices=("words", "random"), default="words",
+                   help="how the frozen text encoder is initialised (see build_text)")
+    p.add_argument("--max-length", type=int, default=16, help="the tokenizer's padded length for captions")
+    p.add_argument("--offset-noise", type=float, default=0.15, help="per-channel constant noise added in training")
+    p.add_argument("--attn-levels", type=int, choices=(1, 2), default=2,
+                   help="UNet levels with cross-attention (1: the tiny test UNet's layout)")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="min-SNR-γ loss weighting (0: plain ε MSE)")
+    p.add_argument("--unet-steps", type=int, default=4500)
     p.add_argument("--unet-batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop the UNet after this many updates, keeping the LR schedule of --unet-steps")
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save the EMA UNet to OUT.ckpt every N steps")
@@ -262,17 +364,18 @@ def main() -> None:
     log(f"rendering {args.images} images")
     images, captions = make_dataset(args.images, args.seed)
 
-    if args.resume_from is not None:
+    if args.resume_from is not None or args.vae_from is not None:
         from diffusers import AutoencoderKL
 
-        log(f"stage 1: VAE from {args.resume_from}")
-        vae = AutoencoderKL.from_pretrained(args.resume_from / "vae").eval().requires_grad_(False)
+        source = args.vae_from or args.resume_from
+        log(f"stage 1: VAE from {source}")
+        vae = AutoencoderKL.from_pretrained(source / "vae").eval().requires_grad_(False)
         latents = encode_all(vae, images)
         std, mean = latents.std().item(), latents.mean().item()
         scaling = float(vae.config.scaling_factor)
     else:
         log("stage 1: VAE")
-        vae = train_vae(images, args.vae_steps, args.vae_batch, args.seed)
+        vae = train_vae(images, args.vae_steps, args.vae_batch, args.seed, init=args.vae_init, lr=args.vae_lr)
         latents = encode_all(vae, images)
         std, mean = latents.std().item(), latents.mean().item()
         scaling = 1.0 / std
@@ -280,7 +383,7 @@ def main() -> None:
     log(f"latents: mean {mean:.3f} std {std:.3f} -> scaling_factor {scaling:.4f}")
     vae_seconds = time.time() - start
 
-    tokenizer, text_encoder = build_text(args.seed)
+    tokenizer, text_encoder = build_text(args.seed, args.text_init, args.max_length)
 
     def save(unet, text_encoder, folder: Path) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".toy-", dir=folder.parent))
@@ -306,7 +409,8 @@ def main() -> None:
     unet, text_encoder = train_unet(latents * scaling, captions, tokenizer, text_encoder, steps=args.unet_steps,
                       batch=args.unet_batch, seed=args.seed, lr=args.lr, on_checkpoint=on_checkpoint,
                       checkpoint_every=args.checkpoint_every, stop_after=args.stop_after,
-                      init=args.resume_from, ema_decay=args.ema_decay,
+                      init=args.resume_from, ema_decay=args.ema_decay, snr_gamma=args.snr_gamma,
+                      offset_noise=args.offset_noise, unet_config=unet_config(args.attn_levels),
                       text_lr=args.text_lr if args.train_text_encoder else None)
     train_seconds = time.time() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)

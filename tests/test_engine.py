@@ -265,6 +265,23 @@ def test_adain_gives_every_frame_the_first_frames_statistics(engine, motion, fir
     assert off.record["adain"] is False and on.record["adain"] is True
 
 
+def test_without_a_clean_first_frame_frame_zero_is_denoised_too(engine, motion, first_image):
+    """The ablation switch: frame 0 starts as noise and moves; no first frame is made or needed."""
+    seen = []
+    res = engine.sample(
+        [(motion, 1.0)], "a horse runs", None, frames=4, steps=3, seed=3, clean_first_frame=False,
+        callback=lambda i, t, lat: seen.append(lat[:, :, 0].clone()), **SIZE,
+    )
+    assert len(seen) == 3 and not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+    assert torch.equal(res.latents[:, :, 0], seen[-1])
+    assert res.record["clean_first_frame"] is False and res.record["first_frame"]["source"].startswith("none")
+    with_first = engine.sample([(motion, 1.0)], "a horse runs", first_image, frames=4, steps=3, seed=3, **SIZE)
+    assert "clean_first_frame" not in with_first.record
+    with pytest.raises(InvalidInput, match="one window"):
+        engine.sample([(motion, 1.0)], "a horse runs", None, frames=9, steps=2, seed=3, clean_first_frame=False,
+                      **SIZE)
+
+
 def test_same_seed_same_video_other_seed_other_video(engine, motion, first_image):
     kw = {"frames": 4, "steps": 2, **SIZE}
     a = engine.sample([(motion, 1.0)], "a horse runs", first_image, seed=11, **kw)

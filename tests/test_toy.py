@@ -167,3 +167,102 @@ def test_text_to_image_draws_the_requested_size(toy_base) -> None:
     a = text_to_image(toy_base, ["a red circle on a blue background"], steps=3, seed=1)
     b = text_to_image(toy_base, ["a red circle on a blue background"], steps=3, seed=1)
     assert a.shape == (1, 64, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+
+
+# Measured on the shipped base with exactly this evaluation (docs/toy.md): background 1.00,
+# object colour 1.00, shape 0.23 (chance: 0.20). The floors leave a margin for other CPUs' float
+# rounding; a retrained base that follows its captions worse fails here. The shape is not asserted:
+# the toy base draws the right colours in the right places but its objects are blobs (see docs/toy.md).
+HELDOUT_MIN = {"background": 0.9, "color": 0.9}
+
+
+def test_toy_base_draws_held_out_captions(toy_base) -> None:
+    """Captions the base never saw: simple image analysis reads back the asked colours.
+
+    The 24 held-out (shape, colour, background) triples, 2 seeds, 25 DDIM steps, guidance 5 —
+    the same evaluation scripts/train_toy_base.py reports at the end of training.
+    """
+    from lamp_cli.toy.sample import text_to_image
+
+    held = world.heldout_triples()
+    prompts = [world.caption(*t) for t in held]
+    readings = []
+    for seed in (0, 1):
+        images = text_to_image(toy_base, prompts, steps=25, guidance=5.0, seed=seed)
+        readings += [(world.read_frame(img), t) for img, t in zip(images, held, strict=True)]
+    frac = {
+        "background": np.mean([r.background == t[2] for r, t in readings]),
+        "color": np.mean([r.color == t[1] for r, t in readings]),
+    }
+    for key, floor in HELDOUT_MIN.items():
+        assert frac[key] >= floor, f"{key}: {frac[key]:.2f} of held-out images (need {floor})"
+
+
+# --------------------------------------------------------------------------------------------
+# Motion transfer: what `lamp demo` shows, asserted
+
+
+# (motion, axis along which it moves, sign, largest speed across it): image y grows downwards, so
+# "rise" is -y. Measured with seed 0 (docs/toy.md): slide_right (1.85, -0.16) px/frame; rise
+# (-1.53, -2.23) — it rises at the trained speed but its object jumps sideways once mid-clip,
+# hence the looser bound across it.
+TRANSFER = [("slide_right", 0, 1.0, 0.5), ("rise", 1, -1.0, 1.75)]
+SPEED_TOL = 0.6  # px/frame, along the motion (the trained speed is world.SLIDE_SPEED = 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("motion, axis, sign, across_tol", TRANSFER)
+def test_a_motion_learned_from_toy_clips_moves_an_unseen_pair_at_the_trained_speed(
+    motion, axis, sign, across_tol, toy_base, tmp_path
+) -> None:
+    """8 clips -> `train_motion` on the toy base -> `Engine.sample` (first frame from the base's
+    text-to-image, as `lamp gen`) for a shape/colour pair none of the clips showed.
+
+    The object's least-squares velocity along the motion must be the trained 2 px/frame within
+    SPEED_TOL, and across it at most `across_tol`.
+    """
+    from lamp_cli.registry import Registry
+    from lamp_cli.toy.demo import run_demo
+
+    registry = Registry(tmp_path / "registry")
+    result = run_demo(motion, out=tmp_path / "out", base=toy_base, registry=registry, seed=0)
+    shape, color, _ = result.target
+    assert (shape, color) not in result.training_pairs
+    assert result.first_frame.color == color  # frame 1 shows the prompted colours
+    assert result.check.found >= 14  # the object is found in (nearly) every frame
+    velocity = result.check.velocity
+    along, across = sign * velocity[axis], abs(velocity[1 - axis])
+    assert abs(along - world.SLIDE_SPEED) <= SPEED_TOL, f"{motion}: {velocity} px/frame"
+    assert across <= across_tol, f"{motion}: {velocity} px/frame"
+    assert result.files["mp4"].exists() and not registry.exists(result.name)  # the demo cleans up
+
+
+def test_room_to_move_prefers_first_frames_with_space_for_the_motion() -> None:
+    from lamp_cli.toy.demo import room_to_move
+
+    left = world.read_frame(world.render(world.Scene("circle", "red", "blue", 16.0, 32.0, 8.0)))
+    right = world.read_frame(world.render(world.Scene("circle", "red", "blue", 48.0, 32.0, 8.0)))
+    # slide_right carries the object 30 px: from x=16 it stays in view, from x=48 it leaves
+    assert room_to_move(left, "slide_right") > 0 > room_to_move(right, "slide_right")
+    assert room_to_move(right, "slide_left") > 0 > room_to_move(left, "slide_left")
+    low = world.read_frame(world.render(world.Scene("circle", "red", "blue", 32.0, 50.0, 8.0)))
+    assert room_to_move(low, "rise") > 0 > room_to_move(low, "fall")
+    empty = world.read_frame(np.full((64, 64, 3), 90, np.uint8))
+    assert room_to_move(empty, "rise") == float("-inf")
+
+
+def test_demo_and_ablation_run_end_to_end_on_the_tiny_base(tiny_base, tmp_path) -> None:
+    """The plumbing, fast: 1 training step, 2 sampling steps (numbers meaningless on a random base)."""
+    from lamp_cli.registry import Registry
+    from lamp_cli.toy.ablation import VARIANTS, markdown_table, run_ablation
+    from lamp_cli.toy.demo import run_demo
+
+    registry = Registry(tmp_path / "registry")
+    demo = run_demo("slide_right", out=tmp_path / "out", base=tiny_base, registry=registry, steps=1, sample_steps=2)
+    assert {"mp4", "gif", "contact_sheet", "json"} <= set(demo.files) and all(p.exists() for p in demo.files.values())
+    assert demo.record["first_frame"]["seed"] in range(8) and not registry.exists(demo.name)
+    assert demo.to_json()["train_steps"] == 1
+    rows, record = run_ablation(("rise",), train_steps=1, targets=1, sample_steps=2, base=tiny_base)
+    assert [r.variant for r in rows] == list(VARIANTS) and all(r.videos == 1 for r in rows)
+    assert record["videos"][VARIANTS.index("no first frame")]["variant"] == "no first frame"
+    assert markdown_table(rows).count("\n") == len(rows) + 1

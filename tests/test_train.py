@@ -140,6 +140,23 @@ def test_draw_batch_takes_strided_windows_flips_and_covers_every_start():
     assert seen == {(c, s, f) for c, n in ((0, 5), (1, 8)) for s in range(n) for f in (False, True)}
 
 
+def test_draw_batch_without_flips_and_from_a_minimum_timestep():
+    cache = _labelled_cache([6])
+    draws = [
+        tr.draw_batch(tr.step_generator(1, 0, k), cache, frames=3, stride=1, num_train_timesteps=1000,
+                      flip_probability=0.0, min_timestep=600)
+        for k in range(200)
+    ]
+    assert not any(b.flip for b in draws)
+    ts = [b.timestep for b in draws]
+    assert min(ts) >= 600 and max(ts) < 1000 and max(ts) - min(ts) > 300  # uniform over [600, 1000)
+    # min_timestep=0 is the reference's draw, exactly
+    for k in range(20):
+        a = tr.draw_batch(tr.step_generator(2, 0, k), cache, frames=3, stride=1, num_train_timesteps=1000)
+        b = tr.draw_batch(tr.step_generator(2, 0, k), cache, frames=3, stride=1, num_train_timesteps=1000, min_timestep=0)
+        assert a.timestep == b.timestep and torch.equal(a.noise, b.noise)
+
+
 def test_step_draws_depend_only_on_seed_rank_and_step():
     cache = _labelled_cache([10])
 
@@ -263,6 +280,29 @@ def test_adapter_round_trip_through_the_registry(square_clips, tiny_base):
         err = (got - expected).abs().max().item()
         assert err <= tol, (name, err)
     assert reg.get("roundtrip16").size < m.size
+
+
+def test_no_flip_and_min_timestep_are_recorded_and_kept_on_resume(square_clips, tiny_base):
+    seen = []
+    result = train(square_clips, "noflip", tiny_base, steps=4, flip=False, min_timestep=700,
+                   on_step=lambda info: seen.append(info))
+    record = result.adapter.train_config
+    assert record["flip_probability"] == 0.0 and record["min_timestep"] == 700 and record["flip"] is False
+
+    def stop_at_1(info: tr.StepInfo) -> None:
+        if info.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        train(square_clips, "noflip2", tiny_base, steps=3, flip=False, min_timestep=700, on_step=stop_at_1)
+    with pytest.raises(InvalidInput, match="--flip differs"):
+        tr.train_motion(square_clips, "noflip2", base=tiny_base, steps=3, resume=True, flip=True)
+    with pytest.raises(InvalidInput, match="--min-timestep 10 differs"):
+        tr.train_motion(square_clips, "noflip2", base=tiny_base, steps=3, resume=True, min_timestep=10)
+    resumed = tr.train_motion(square_clips, "noflip2", base=tiny_base, steps=3, resume=True)
+    assert resumed.adapter.train_config["flip"] is False and resumed.adapter.train_config["min_timestep"] == 700
+    with pytest.raises(InvalidInput, match="min-timestep"):
+        train(square_clips, "bad", tiny_base, steps=2, min_timestep=1000)
 
 
 def test_interrupt_then_resume_equals_an_uninterrupted_run(square_clips, tiny_base):

@@ -77,6 +77,13 @@ def cmd_train(
     clip_model: str | None = typer.Option(
         None, "--clip-model", help="CLIP for --eval-every: repo id (local cache) or folder (default: setting 'clip_model')."
     ),
+    flip: bool | None = typer.Option(
+        None, "--flip/--no-flip",
+        help="Random horizontal flips of the clips (default: on, as the paper). Turn off for motions with a left/right direction.",
+    ),
+    min_timestep: int | None = typer.Option(
+        None, "--min-timestep", help="Train only on noise levels t >= this, of 1000 (default: 0, all levels, as the paper)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Learn a motion from a handful of clips and publish it to the registry.
@@ -133,6 +140,8 @@ def cmd_train(
         eval_seed=eval_seed,
         clip_model=clip_model,
         eval_out=eval_out,
+        flip=flip,
+        min_timestep=min_timestep,
     )
     if not result.is_main_process:
         return  # under `accelerate launch`, only the main process reports

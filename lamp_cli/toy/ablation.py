@@ -6,12 +6,12 @@ colour pairs the clips never showed, with the full method and with one part remo
 - shared noise    `shared_noise=0` (independent noise per frame)
 - AdaIN           `adain=False`
 - histogram match `histogram_match=False`
-- first frame     frame 1 is denoised with the others instead of given clean (same video UNet)
+- first frame     `clean_first_frame=False`: frame 1 is denoised with the others (same video UNet)
 - temporal conv   the adapter's `conv1d` kernels zeroed (the motion conv becomes the identity)
 
 Motion error: mean distance (px) between the object's measured centroid displacement and the
 motion's true one. Content fidelity: the fraction of frames in which simple image analysis reads
-the prompted shape, colour and background.
+the prompted object colour and background (shapes are left out: the toy base draws blobs).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..progress import Reporter, reporter_or_null
 from . import world
-from .demo import DEMO_GUIDANCE, DEMO_LR, DEMO_SAMPLE_STEPS, FRAMES, check_motion
+from .demo import DEMO_GUIDANCE, DEMO_LR, DEMO_SAMPLE_STEPS, FRAMES, check_motion, pick_first_frame
 
 VARIANTS = ("full", "no shared noise", "no AdaIN", "no histogram match", "no first frame", "no temporal conv")
 
@@ -37,8 +37,8 @@ class Row:
     motion: str
     variant: str
     motion_error: float  # px, mean over videos
-    content: float  # fraction of frames that read as the prompt, mean over videos
-    first_frame: float  # fraction of videos whose frame 1 reads as the prompt
+    content: float  # fraction of frames whose object colour and background read as the prompt
+    first_frame: float  # fraction of videos whose frame 1 has the prompt's colours
     videos: int
 
 
@@ -48,45 +48,6 @@ def without_temporal_conv(adapter: Any) -> Any:
 
     tensors = {k: (v * 0 if ".conv1d." in k else v) for k, v in adapter.tensors.items()}
     return MotionAdapter(tensors=tensors, metadata=dict(adapter.metadata))
-
-
-def sample_without_first_frame(
-    engine: Any, adapter: Any, prompt: str, *, frames: int, width: int, height: int, steps: int,
-    guidance: float, seed: int, shared_noise: float = 0.2,
-) -> np.ndarray:
-    """The engine's loop with frame 0 denoised from noise like the others (no clean first frame).
-
-    Everything else as `Engine.sample`: shared noise, CFG, AdaIN, histogram matching.
-    """
-    import torch
-
-    from ..engine import (
-        DEFAULT_ADAIN_SWITCH,
-        adain_final,
-        adain_step,
-        adain_switch_index,
-        decode_latents,
-        guided_noise,
-        histogram_match_frames,
-        shared_noise_latents,
-    )
-
-    base = engine.base
-    engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
-    h, w = height // base.vae_scale_factor, width // base.vae_scale_factor
-    embeds = base.encode_prompt(["", prompt]).to(engine.device, engine.dtype)
-    generator = torch.Generator("cpu").manual_seed(seed)
-    latents = shared_noise_latents((1, 4, frames, h, w), shared_noise, generator, engine.device)
-    scheduler = base.ddim()
-    scheduler.set_timesteps(steps)
-    switch = adain_switch_index(steps, DEFAULT_ADAIN_SWITCH)
-    for i, t in enumerate(scheduler.timesteps):
-        with torch.no_grad():
-            pred = engine.video_unet(torch.cat([latents, latents]).to(engine.dtype), t, embeds).float()
-        latents = scheduler.step(guided_noise(pred, guidance), t, latents, eta=0.0).prev_sample
-        adain_step(latents, late=i >= switch)
-    adain_final(latents)
-    return histogram_match_frames(decode_latents(base.vae, latents, base.latent_scale))
 
 
 def unseen_targets(motion: str, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -145,17 +106,16 @@ def run_ablation(
             trained = train_motion(
                 tmp, f"ablation-{motion.replace('_', '-')}", base=components, steps=train_steps, frames=FRAMES,
                 stride=1, width=size, height=size, lr=DEMO_LR, seed=seed, device="cpu", checkpoint_every=0,
-                force=True, publish=False, progress=progress,
+                force=True, publish=False, progress=progress, flip=motion in world.MIRROR_SAFE,
             )
             record["train_seconds"][motion] = round(time.perf_counter() - t0, 1)
         adapter = trained.adapter
         no_conv = without_temporal_conv(adapter)
         # One first frame per target, shared by every variant that uses one.
-        firsts = {}
-        for k, t in enumerate(picks):
-            image, _ = engine.first_frames()(world.caption(*t), width=size, height=size, steps=sample_steps,
-                                             seed=seed + k)
-            firsts[t] = image
+        firsts = {
+            t: pick_first_frame(engine, world.caption(*t), motion, seed=seed + 100 * k, steps=sample_steps)[0]
+            for k, t in enumerate(picks)
+        }
         progress.start(f"ablation {motion}", len(variants) * len(picks))
         for variant in variants:
             errors, contents, ffs = [], [], []
@@ -163,22 +123,23 @@ def run_ablation(
                 prompt = world.caption(*t)
                 kw = dict(frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE,
                           seed=seed + k)
-                if variant == "no first frame":
-                    frames = sample_without_first_frame(engine, adapter, prompt, **kw)
-                else:
-                    frames = engine.sample(
-                        [(no_conv if variant == "no temporal conv" else adapter, 1.0)], prompt, firsts[t],
-                        shared_noise=0.0 if variant == "no shared noise" else 0.2,
-                        adain=variant != "no AdaIN",
-                        histogram_match=variant != "no histogram match",
-                        **kw,
-                    ).frames
+                clean_first = variant != "no first frame"
+                frames = engine.sample(
+                    [(no_conv if variant == "no temporal conv" else adapter, 1.0)], prompt,
+                    firsts[t] if clean_first else None,
+                    shared_noise=0.0 if variant == "no shared noise" else 0.2,
+                    adain=variant != "no AdaIN",
+                    histogram_match=variant != "no histogram match",
+                    clean_first_frame=clean_first,
+                    **kw,
+                ).frames
                 check = check_motion(frames, motion)
                 readings = [world.read_frame(f) for f in frames]
-                content = float(np.mean([r.matches(*t) for r in readings]))
+                # Colours only: the toy base's shapes are not reliable yet (docs/toy.md).
+                content = float(np.mean([(r.color, r.background) == t[1:] for r in readings]))
                 errors.append(check.error)
                 contents.append(content)
-                ffs.append(readings[0].matches(*t))
+                ffs.append((readings[0].color, readings[0].background) == t[1:])
                 record["videos"].append({"motion": motion, "variant": variant, "target": t,
                                          "error_px": check.error, "content": content,
                                          "velocity": check.velocity})
@@ -193,7 +154,7 @@ def run_ablation(
 def markdown_table(rows: Sequence[Row]) -> str:
     """The ablation as a markdown table (one row per motion and variant)."""
     lines = [
-        "| motion | variant | motion error (px) ↓ | content fidelity ↑ | frame 1 correct ↑ | videos |",
+        "| motion | variant | motion error (px) ↓ | content fidelity (colours) ↑ | frame 1 colours right ↑ | videos |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:

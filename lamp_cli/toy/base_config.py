@@ -2,8 +2,8 @@
 
 Same classes as Stable Diffusion 1.x, scaled to 64×64 images: the VAE downsamples by 4 (three
 levels), so a 64×64 frame is a 4×16×16 latent — big enough that a 2 px/frame slide is visible
-as half a latent pixel per frame. The UNet keeps SD's layout (cross-attention blocks, a mid
-block with attention) at two levels.
+as half a latent pixel per frame. The UNet keeps SD's layout (cross-attention down/up blocks, a
+mid block with attention) at two levels.
 """
 
 from __future__ import annotations
@@ -25,5 +25,11 @@ TOY_VAE_CONFIG: dict[str, Any] = {
     "scaling_factor": 1.0,  # replaced by 1/std of the trained VAE's latents
 }
 
-# The tiny test UNet's layout (cross-attention dim = the tiny text encoder's width), on 16×16 latents.
-TOY_UNET_CONFIG: dict[str, Any] = {**TINY_UNET_CONFIG, "sample_size": 16}
+# The tiny test UNet's widths (cross-attention dim = the tiny text encoder's width) on 16×16
+# latents, with cross-attention (and so LAMP's first-frame and temporal attention) at both levels.
+TOY_UNET_CONFIG: dict[str, Any] = {
+    **TINY_UNET_CONFIG,
+    "sample_size": 16,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 2,
+    "up_block_types": ("CrossAttnUpBlock2D",) * 2,
+}

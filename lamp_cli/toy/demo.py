@@ -114,6 +114,44 @@ def pick_unseen(motion: str, seed: int) -> tuple[str, str, str]:
     return triples[int(rng.integers(len(triples)))]
 
 
+FIRST_FRAME_CANDIDATES = 8
+
+
+def room_to_move(reading: world.FrameReading, motion: str, frames: int = FRAMES) -> float:
+    """How far (px) the object in a first frame stays inside the image along `motion`'s path.
+
+    The least, over the frames, distance between the border and the moved object (its centroid
+    plus the motion's displacement, minus the radius of a disc of its area); negative when the
+    motion would carry part of it out of view. -inf when no object was found.
+    """
+    if reading.centroid is None or reading.area == 0:
+        return float("-inf")
+    radius = float(np.sqrt(reading.area / np.pi))
+    if motion == "grow":
+        radius *= (1 + world.GROW_RATE) ** (frames - 1)
+    path = np.asarray(reading.centroid) + world.motion_displacement(motion, frames)  # F×2 (x, y)
+    edges = np.concatenate([path, world.SIZE - 1 - path], axis=1)  # distance to each border
+    return float(edges.min() - radius)
+
+
+def pick_first_frame(engine: Any, prompt: str, motion: str, *, seed: int, steps: int,
+                     candidates: int = FIRST_FRAME_CANDIDATES) -> tuple[np.ndarray, int]:
+    """The text-to-image first frame (of `candidates` seeds from `seed`) with the most room to move.
+
+    As a user would pick a first frame for "slides right" with the object on the left: the clips'
+    objects always had room for their whole path, and a slide that would leave the image is
+    not the trained motion. Returns the image and the seed that made it.
+    """
+    best: tuple[float, np.ndarray, int] | None = None
+    for s in range(seed, seed + candidates):
+        image, _ = engine.first_frames()(prompt, width=world.SIZE, height=world.SIZE, steps=steps, seed=s)
+        room = room_to_move(world.read_frame(image), motion)
+        if best is None or room > best[0]:
+            best = (room, image, s)
+    assert best is not None
+    return best[1], best[2]
+
+
 @dataclass
 class DemoResult:
     motion: str
@@ -204,6 +242,7 @@ def run_demo(
             Path(tmp) / "clips", name, base=components, steps=steps, frames=FRAMES, stride=1,
             width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=seed, device="cpu",
             checkpoint_every=0, force=True, registry=registry, progress=progress,
+            flip=motion in world.MIRROR_SAFE,  # a mirrored slide_right would teach sliding left
         )
         train_seconds = time.perf_counter() - t0
 
@@ -211,10 +250,13 @@ def run_demo(
         # 4. generate the unseen pair with the engine `lamp gen` uses; first frame from the base
         t0 = time.perf_counter()
         engine = Engine(components, first_frame_model="base")
+        first, first_seed = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
         result = engine.sample(
-            [(trained.adapter, 1.0)], prompt, frames=FRAMES, width=world.SIZE, height=world.SIZE,
+            [(trained.adapter, 1.0)], prompt, first, frames=FRAMES, width=world.SIZE, height=world.SIZE,
             steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed, progress=progress,
         )
+        result.record["first_frame"] = {"source": "text-to-image (toy base), the best-placed of "
+                                        f"{FIRST_FRAME_CANDIDATES} seeds", "seed": first_seed}
         sample_seconds = time.perf_counter() - t0
 
         # 5. write the video three ways and measure it

@@ -41,6 +41,10 @@ SPIN_RATE = 9.0  # degrees per frame
 BOUNCE_HEIGHT = 14.0  # px, the top of each hop above the floor
 BOUNCE_PERIOD = 8.0  # frames per hop
 
+# Motions a horizontal mirror image leaves the same: training may flip their clips at random (the
+# paper's augmentation). A mirrored slide_right slides left, a mirrored spin turns the other way.
+MIRROR_SAFE = frozenset({"rise", "fall", "grow"})
+
 WORDS = tuple(
     dict.fromkeys(
         ["a", "on", "background", *COLORS, *SHAPES, "moves", "right", "left", "up", "down", "grows", "spins", "bounces"]
