@@ -247,9 +247,12 @@ def guided_noise(noise_pred: torch.Tensor, guidance: float) -> torch.Tensor:
     return eps_u + guidance * (eps_c - eps_u)
 
 
-def ddim_step_frames(scheduler: Any, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor) -> torch.Tensor:
-    """One DDIM update (eta 0) of frames 1.. only; frame 0 stays the clean first frame (in place)."""
-    latents[:, :, 1:] = scheduler.step(noise_pred[:, :, 1:], t, latents[:, :, 1:], eta=0.0).prev_sample
+def ddim_step_frames(
+    scheduler: Any, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, first: int = 1
+) -> torch.Tensor:
+    """One DDIM update (eta 0) of frames `first`.. (in place). The default leaves frame 0, the
+    clean first frame, untouched; first=0 (the no-first-frame ablation) updates every frame."""
+    latents[:, :, first:] = scheduler.step(noise_pred[:, :, first:], t, latents[:, :, first:], eta=0.0).prev_sample
     return latents
 
 
@@ -738,10 +741,7 @@ class Engine:
             with torch.no_grad():
                 noise_pred = self._unet_call(model_in.to(self.dtype), t, text).float()
             noise_pred = guided_noise(noise_pred, guidance) if cfg else noise_pred
-            if clean_first:
-                ddim_step_frames(scheduler, noise_pred, t, latents)
-            else:
-                latents[:] = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
+            ddim_step_frames(scheduler, noise_pred, t, latents, first=1 if clean_first else 0)
             if adain:
                 adain_step(latents, late=i >= switch)
             if ctx_noise is not None:
