@@ -63,7 +63,8 @@ def cmd_demo(
         f"motion: measured {vx:+.2f} px/frame right, {-vy:+.2f} px/frame up; "
         f"trained {ex + 0.0:+.2f} right, {-ey + 0.0:+.2f} up; mean path error {check.error:.2f} px "
         f"(object found in {check.found}/{len(check.measured)} frames)",
-        f"frame 1: a {ff.color} {ff.shape} on a {ff.background} background - matches the prompt: {mark}",
+        f"frame 1: a {ff.color} {ff.shape} on a {ff.background} background - matches the prompt: {mark} "
+        f"({result.first_frame_candidates[0]} of {result.first_frame_candidates[1]} text-to-image candidates did)",
     ]
     for key in ("mp4", "gif", "contact_sheet", "json"):
         lines.append(f"wrote {result.files[key]}")

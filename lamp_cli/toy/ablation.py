@@ -11,7 +11,8 @@ colour pairs the clips never showed, with the full method and with one part remo
 
 Motion error: mean distance (px) between the object's measured centroid displacement and the
 motion's true one. Content fidelity: the fraction of frames in which simple image analysis reads
-the prompted object colour and background (shapes are left out: the toy base draws blobs).
+the prompted object colour and background; shape kept: the fraction whose object reads as the
+prompted shape.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Row:
     content: float  # fraction of frames whose object colour and background read as the prompt
     first_frame: float  # fraction of videos whose frame 1 has the prompt's colours
     videos: int
+    shape: float = float("nan")  # fraction of frames whose object reads as the prompted shape
 
 
 def without_temporal_conv(adapter: Any) -> Any:
@@ -118,7 +120,7 @@ def run_ablation(
         }
         progress.start(f"ablation {motion}", len(variants) * len(picks))
         for variant in variants:
-            errors, contents, ffs = [], [], []
+            errors, contents, ffs, shapes = [], [], [], []
             for k, t in enumerate(picks):
                 prompt = world.caption(*t)
                 kw = dict(frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE,
@@ -135,17 +137,18 @@ def run_ablation(
                 ).frames
                 check = check_motion(frames, motion)
                 readings = [world.read_frame(f) for f in frames]
-                # Colours only: the toy base's shapes are not reliable yet (docs/toy.md).
                 content = float(np.mean([(r.color, r.background) == t[1:] for r in readings]))
+                shape = float(np.mean([r.shape == t[0] for r in readings]))
                 errors.append(check.error)
                 contents.append(content)
+                shapes.append(shape)
                 ffs.append((readings[0].color, readings[0].background) == t[1:])
                 record["videos"].append({"motion": motion, "variant": variant, "target": t,
-                                         "error_px": check.error, "content": content,
+                                         "error_px": check.error, "content": content, "shape": shape,
                                          "velocity": check.velocity})
                 progress.advance(1)
             rows.append(Row(motion, variant, float(np.nanmean(errors)), float(np.mean(contents)),
-                            float(np.mean(ffs)), len(picks)))
+                            float(np.mean(ffs)), len(picks), float(np.mean(shapes))))
         progress.finish()
     record["seconds"] = round(time.perf_counter() - t_start, 1)
     return rows, record
@@ -154,9 +157,11 @@ def run_ablation(
 def markdown_table(rows: Sequence[Row]) -> str:
     """The ablation as a markdown table (one row per motion and variant)."""
     lines = [
-        "| motion | variant | motion error (px) ↓ | content fidelity (colours) ↑ | frame 1 colours right ↑ | videos |",
-        "|---|---|---:|---:|---:|---:|",
+        "| motion | variant | motion error (px) ↓ | content fidelity (colours) ↑ | shape kept ↑ "
+        "| frame 1 colours right ↑ | videos |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.motion} | {r.variant} | {r.motion_error:.2f} | {r.content:.2f} | {r.first_frame:.2f} | {r.videos} |")
+        lines.append(f"| {r.motion} | {r.variant} | {r.motion_error:.2f} | {r.content:.2f} | {r.shape:.2f} "
+                     f"| {r.first_frame:.2f} | {r.videos} |")
     return "\n".join(lines)

@@ -135,21 +135,31 @@ def room_to_move(reading: world.FrameReading, motion: str, frames: int = FRAMES)
 
 
 def pick_first_frame(engine: Any, prompt: str, motion: str, *, seed: int, steps: int,
-                     candidates: int = FIRST_FRAME_CANDIDATES) -> tuple[np.ndarray, int]:
-    """The text-to-image first frame (of `candidates` seeds from `seed`) with the most room to move.
+                     candidates: int = FIRST_FRAME_CANDIDATES) -> tuple[np.ndarray, int, int]:
+    """The text-to-image first frame (of `candidates` seeds from `seed`) a user would keep.
 
-    As a user would pick a first frame for "slides right" with the object on the left: the clips'
-    objects always had room for their whole path, and a slide that would leave the image is
-    not the trained motion. Returns the image and the seed that made it.
+    As a user would: an image that shows what the prompt asks for (when the prompt is a world
+    caption and any candidate reads as it), and of those the one with the most room to move, as
+    one picks a first frame for "slides right" with the object on the left (the clips' objects
+    always had room for their whole path; a slide that would leave the image is not the trained
+    motion). Returns the image, the seed that made it, and how many candidates read as the prompt.
     """
-    best: tuple[float, np.ndarray, int] | None = None
+    try:
+        target: tuple[str, str, str] | None = world.parse_caption(prompt)
+    except ValueError:
+        target = None
+    matching = 0
+    best: tuple[tuple[bool, float], np.ndarray, int] | None = None
     for s in range(seed, seed + candidates):
         image, _ = engine.first_frames()(prompt, width=world.SIZE, height=world.SIZE, steps=steps, seed=s)
-        room = room_to_move(world.read_frame(image), motion)
-        if best is None or room > best[0]:
-            best = (room, image, s)
+        reading = world.read_frame(image)
+        ok = target is not None and reading.matches(*target)
+        matching += ok
+        key = (ok, room_to_move(reading, motion))
+        if best is None or key > best[0]:
+            best = (key, image, s)
     assert best is not None
-    return best[1], best[2]
+    return best[1], best[2], matching
 
 
 @dataclass
@@ -168,6 +178,8 @@ class DemoResult:
     train_steps: int
     final_loss: float
     record: dict[str, Any] = field(default_factory=dict)
+    # (how many text-to-image candidates read as the prompt, how many were drawn)
+    first_frame_candidates: tuple[int, int] = (0, 0)
 
     @property
     def first_frame_ok(self) -> bool:
@@ -183,7 +195,9 @@ class DemoResult:
             "unseen": {"shape": shape, "color": color, "background": background},
             "training_pairs": [list(p) for p in self.training_pairs],
             "motion_check": self.check.to_json(),
-            "first_frame": {**self.first_frame.to_dict(), "matches_prompt": self.first_frame_ok},
+            "first_frame": {**self.first_frame.to_dict(), "matches_prompt": self.first_frame_ok,
+                            "candidates": self.first_frame_candidates[1],
+                            "candidates_matching_prompt": self.first_frame_candidates[0]},
             "files": {k: str(v) for k, v in self.files.items()},
             "train_seconds": round(self.train_seconds, 1),
             "sample_seconds": round(self.sample_seconds, 1),
@@ -250,13 +264,16 @@ def run_demo(
         # 4. generate the unseen pair with the engine `lamp gen` uses; first frame from the base
         t0 = time.perf_counter()
         engine = Engine(components, first_frame_model="base")
-        first, first_seed = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
+        first, first_seed, matching = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
         result = engine.sample(
             [(trained.adapter, 1.0)], prompt, first, frames=FRAMES, width=world.SIZE, height=world.SIZE,
             steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed, progress=progress,
         )
-        result.record["first_frame"] = {"source": "text-to-image (toy base), the best-placed of "
-                                        f"{FIRST_FRAME_CANDIDATES} seeds", "seed": first_seed}
+        result.record["first_frame"] = {
+            "source": f"text-to-image (toy base): of {FIRST_FRAME_CANDIDATES} seeds, the best-placed one "
+                      "that reads as the prompt", "seed": first_seed,
+            "candidates": FIRST_FRAME_CANDIDATES, "candidates_matching_prompt": matching,
+        }
         sample_seconds = time.perf_counter() - t0
 
         # 5. write the video three ways and measure it
@@ -279,6 +296,7 @@ def run_demo(
             check=check_motion(result.frames, motion), first_frame=world.read_frame(result.frames[0]),
             files=files, train_seconds=train_seconds, sample_seconds=sample_seconds,
             train_steps=trained.steps, final_loss=trained.final_loss, record=result.record,
+            first_frame_candidates=(matching, FIRST_FRAME_CANDIDATES),
         )
         from ..fsutil import atomic_write_text
 
