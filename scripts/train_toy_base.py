@@ -19,7 +19,8 @@ Three stages:
      blobs; objects of the clips' size leave room for a 30 px slide in a 64 px frame), with
      the loss on the object's latent cells weighted 5× (--object-weight), offset noise, min-SNR-5
      weighting, 10% empty captions for classifier-free guidance and an EMA of its weights (the
-     EMA is what ships). Every 100 steps it logs the "caption effect": how much the predicted image changes when captions are swapped (0 = text ignored).
+     EMA is what ships). Every 100 steps it logs the "caption effect": how much the predicted
+     image changes when captions are swapped (0 = text ignored).
 The held-out captions (`world.heldout_triples()`) are never shown; the run ends by drawing them
 and reporting how many came out with the asked shape and colours.
 """
