@@ -19,6 +19,8 @@ from typing import Any
 
 from . import __version__
 from .errors import IncompatibleAdapter, InvalidInput
+from .fsutil import atomic_write_bytes
+from .models.base import architecture_of
 
 log = logging.getLogger("lamp")
 
@@ -128,7 +130,6 @@ class MotionAdapter:
 
     def save(self, path: str | Path) -> Path:
         """Write the adapter to one safetensors file, atomically."""
-        from .fsutil import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
         return Path(path)
@@ -268,7 +269,6 @@ def extract(
     """
     import torch
 
-    from .models.base import architecture_of
     from .models.video_unet import is_added_key, is_tuned_base_key
 
     dtype = torch.float16 if dtype is None else dtype
@@ -346,7 +346,6 @@ def apply(
     """
     import torch
 
-    from .models.base import architecture_of
 
     items = _blend_list(adapters, weight)
     unet = _video_parts(video_unet)

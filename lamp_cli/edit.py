@@ -33,9 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInput, LampError, NotFound, RegistryError
+from . import settings
+from . import train as training
+from .engine import Engine, check_sample_args, encode_first_frame, new_seed
+from .errors import Interrupted, InvalidInput, LampError, NotFound, RegistryError
+from .first_frame import FIRST_FRAME_GUIDANCE, image_to_image
 from .fsutil import atomic_write_bytes, atomic_write_text
-from .progress import Reporter
+from .inversion import ddim_invert
+from .progress import Reporter, reporter_or_null
+from .registry import Registry, validate_name
+from .settings import lamp_home
+from .train import caption_file, checkpoint_path, prompt_from_path
+from .video import VIDEO_EXTENSIONS, load_image, probe_video, read_video, resize_center_crop, sample_window
 
 if TYPE_CHECKING:
     import torch
@@ -130,7 +139,6 @@ def check_window(num_frames: int, window: EditWindow, what: str = "the video") -
 
 def check_video(video: str | Path, window: EditWindow) -> Any:
     """Probe `video` (InvalidInput/NotFound if unreadable) and check the window fits; VideoInfo."""
-    from .video import VIDEO_EXTENSIONS, probe_video
 
     if Path(video).is_dir():
         raise InvalidInput(
@@ -145,7 +153,6 @@ def check_video(video: str | Path, window: EditWindow) -> Any:
 def read_window(video: str | Path, window: EditWindow) -> tuple[np.ndarray, float]:
     """The window's frames (F×H×W×3 uint8, resized and center-cropped to the window's size) and
     the source's fps."""
-    from .video import read_video, resize_center_crop, sample_window
 
     clip = read_video(video)
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
@@ -163,7 +170,6 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}.get(file.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot write an image to {file.name}", hint="use a .png file name")
-    from .video import read_video, resize_center_crop
 
     check_video(video, window)
     clip = read_video(video)
@@ -244,8 +250,6 @@ def inversion_key(
 
 def edits_dir(motion: str, root: str | Path | None = None) -> Path:
     """`LAMP_HOME/edits/<motion>`: the tuning record and inverted latents of an edit motion."""
-    from .registry import validate_name
-    from .settings import lamp_home
 
     return Path(root if root is not None else lamp_home()) / "edits" / validate_name(motion)
 
@@ -253,7 +257,6 @@ def edits_dir(motion: str, root: str | Path | None = None) -> Path:
 def default_source_prompt(video: str | Path) -> str:
     """What the source video shows, for tuning, as `lamp train` finds it: a `<video>.txt`
     caption beside it, else the file name with `_` -> space."""
-    from .train import caption_file, prompt_from_path
 
     caption = caption_file(Path(video))
     if caption is not None:
@@ -268,7 +271,6 @@ def default_source_prompt(video: str | Path) -> str:
 # --------------------------------------------------------------------------------------------
 def fit_first_frame(image: np.ndarray, width: int, height: int, what: str = "first frame") -> tuple[np.ndarray, str | None]:
     """Resize + center-crop an edited first frame to the window's size; a note if it was cropped."""
-    from .video import resize_center_crop
 
     h, w = image.shape[:2]
     note = None
@@ -371,8 +373,6 @@ def controlnet_image_to_image(
     from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline
     from PIL import Image
 
-    from .models.first_frame import FIRST_FRAME_GUIDANCE
-    from .progress import reporter_or_null
 
     base = engine.base
     height, width = image.shape[:2]
@@ -425,7 +425,6 @@ def encode_window(engine: Engine, frames: np.ndarray) -> torch.Tensor:
     frame (VAE mean × scale), so frame 0 is bit-for-bit what sampling holds clean."""
     import torch
 
-    from .engine import encode_first_frame
 
     base = engine.base
     height, width = frames.shape[1:3]
@@ -449,7 +448,6 @@ def invert_window(
     """DDIM-invert 1×4×F×h×w clean latents with the engine's video UNet carrying `adapter`,
     conditioned on `prompt` (the reference: empty) without guidance; frame 0 stays clean.
     Returns float32 latents on the CPU."""
-    from .inversion import ddim_invert
 
     engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
     base = engine.base
@@ -527,7 +525,7 @@ def _train(
 ) -> Any:
     """train_motion on exactly the edit window, in order, never flipped (a resumed run checks
     that its checkpoint was made with the same settings)."""
-    return train_motion(
+    return training.train_motion(
         video,
         name,
         base=base,
@@ -583,8 +581,6 @@ def _find_or_train(
         )
     import torch
 
-    from .errors import Interrupted
-    from .train import checkpoint_path, train_motion
 
     # An edit interrupted during tuning left a checkpoint: the same command picks it up.
     resume = checkpoint_path(name).exists()
@@ -601,7 +597,7 @@ def _find_or_train(
     # train_motion loads its own fp32 copy and trains in mixed precision.
     shared_base = engine.base if engine.dtype == torch.float32 else engine.base.spec
     try:
-        result = _train(train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
+        result = _train(training.train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
                         device, progress, resume)
     except Interrupted as e:
         raise Interrupted(e.message, hint="run the same `lamp edit` command again to continue the tuning") from None
@@ -661,10 +657,6 @@ def edit_video(
     Options left as None come from the settings (`lamp doctor`): width, height, lr, steps (DDIM),
     guidance, base, device, dtype.
     """
-    from . import settings
-    from .engine import check_sample_args, new_seed
-    from .registry import Registry, validate_name
-    from .video import load_image
 
     t_total = time.perf_counter()
     width, height = int(settings.get("width", width)), int(settings.get("height", height))
@@ -719,7 +711,6 @@ def edit_video(
     # 3. Models, once.
     t0 = time.perf_counter()
     if engine is None:
-        from .engine import Engine
 
         engine = Engine(settings.get("base", base), device=device, dtype=dtype)
     load_s = time.perf_counter() - t0
@@ -780,10 +771,9 @@ def edit_video(
         )
         first_source = {"source": "controlnet image edit", "controlnet": str(controlnet), "strength": edit_strength}
     else:
-        from .models.first_frame import image_to_image
 
         new_first = image_to_image(
-            engine, window_frames[0], prompt, strength=edit_strength, steps=inversion_steps,
+            engine.base, engine.place, window_frames[0], prompt, strength=edit_strength, steps=inversion_steps,
             negative=negative, seed=seed, width=width, height=height, progress=progress,
         )
         first_source = {"source": "image edit", "strength": edit_strength}

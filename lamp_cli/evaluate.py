@@ -26,8 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from . import settings
+from .devices import resolve_device
 from .errors import InvalidInput, LampError
+from .fsutil import atomic_write_text
+from .generate import slugify
+from .models.base import quiet_hf_progress
 from .progress import Reporter, reporter_or_null
+from .settings import DEFAULTS
+from .video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, probe_video, read_video, write_video
 
 log = logging.getLogger("lamp")
 
@@ -99,7 +106,6 @@ def diversity(videos: Sequence[Any]) -> float:
 
 def clip_missing(spec: str, detail: str) -> LampError:
     """The error for a CLIP model that cannot be loaded offline, with the command that fixes it."""
-    from .settings import DEFAULTS
 
     default = DEFAULTS["clip_model"]
     also = "" if spec == default else f" (the paper's CLIP: `hf download {default}`)"
@@ -122,9 +128,6 @@ def load_clip(spec: str | None = None, device: str | Any = "auto") -> ClipCompon
     """CLIP from a local folder or the local HF cache (never the network)."""
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    from . import settings
-    from .engine import resolve_device
-    from .models.base import quiet_hf_progress
 
     spec = str(settings.get("clip_model", spec))
     path = Path(spec).expanduser()
@@ -244,7 +247,6 @@ def _natural_key(name: str) -> list:
 def find_videos(folder: str | Path) -> list[Path]:
     """The videos in `folder`, sorted by name (naturally: 2 before 10): video files of the
     extensions lamp reads, and sub-folders of png/jpg frames. Hidden entries are skipped."""
-    from .video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -352,7 +354,6 @@ def evaluate_videos(
 
     The inputs are checked (readable, at least 2 frames, one prompt each) before CLIP loads.
     """
-    from .video import probe_video, read_video
 
     paths = [Path(v) for v in videos]
     if not paths:
@@ -375,7 +376,6 @@ def evaluate_videos(
 
 def slug(text: str) -> str:
     """A prompt as the file-name part of an eval video: 'a horse runs, on Mars' -> 'a_horse_runs_on_mars'."""
-    from .generate import slugify
 
     return slugify(text, max_len=48, empty="prompt")
 
@@ -403,8 +403,6 @@ def generate_videos(
     """One video per (prompt, seed) with `engine.sample` (text-to-image first frame), written to
     `out` as `<prompt#>_<prompt>_seed<seed>.<ext>`, plus `prompts.txt` listing each video's
     prompt in name order, so `lamp eval --videos OUT --prompts-file OUT/prompts.txt` re-scores them."""
-    from .fsutil import atomic_write_text
-    from .video import write_video
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

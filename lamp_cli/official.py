@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .adapter import check_adapter_dtype
+from . import settings
+from .adapter import check_adapter_dtype, extract, make_metadata
+from .devices import resolve_dtype
 from .errors import IncompatibleAdapter, InvalidInput, NameTaken
+from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
 from .progress import Reporter, reporter_or_null
+from .registry import Registry, validate_name
 
 if TYPE_CHECKING:
     from .registry import Manifest, Registry
@@ -389,11 +393,7 @@ def import_official(
 
     import torch
 
-    from . import settings
-    from .adapter import extract, make_metadata
-    from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
     from .models.video_unet import VideoUNet, is_added_key, is_tuned_base_key
-    from .registry import Registry, validate_name
 
     # 1. validate everything cheap before loading any model
     validate_name(name)
@@ -486,7 +486,6 @@ def import_official(
         train=train,
         official=json.dumps(provenance, sort_keys=True),
     )
-    from .engine import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     adapter = extract(video_unet, base_unet, dtype=torch_dtype, metadata=metadata)

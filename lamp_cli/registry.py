@@ -39,9 +39,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .adapter import DELTA_SUFFIX, FORMAT_VERSION, REQUIRED_METADATA, read_header, read_header_bytes
+from .adapter import (
+    DELTA_SUFFIX,
+    FORMAT_VERSION,
+    REQUIRED_METADATA,
+    MotionAdapter,
+    read_header,
+    read_header_bytes,
+)
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
 from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
+from .settings import lamp_home
 
 log = logging.getLogger("lamp")
 
@@ -475,7 +483,6 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None):
         if root is None:
-            from .settings import lamp_home
 
             root = lamp_home()
         self.root = Path(root)
@@ -639,7 +646,6 @@ class Registry:
 
     def load_adapter(self, name: str) -> Any:
         """The `MotionAdapter` of `name` (imports torch)."""
-        from .adapter import MotionAdapter
 
         return MotionAdapter.from_bytes(self.read_bytes(name))
 
@@ -779,7 +785,6 @@ class Registry:
         self, adapter: Any, *, name: str | None = None, force: bool = False, source: str | None = None
     ) -> Manifest:
         """Serialise a `MotionAdapter` and store it (its lamp.name, or `name`, names it)."""
-        from .adapter import MotionAdapter
 
         name = validate_name(name or adapter.name)
         if not force and self.exists(name):
@@ -798,7 +803,6 @@ class Registry:
         source: str | None = None,
     ) -> Manifest:
         """Build a `MotionAdapter` from tensors + `lamp.*` metadata and store it under its name."""
-        from .adapter import MotionAdapter
 
         name = name or metadata.get("lamp.name")
         if not name:

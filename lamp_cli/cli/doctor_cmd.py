@@ -75,7 +75,7 @@ def _device_report(setting: Any) -> dict[str, Any]:
     dev = _devices()
     dev["setting"] = setting
     if dev["error"] is None:
-        from ..engine import resolve_device
+        from ..devices import resolve_device
         from ..errors import LampError
 
         try:

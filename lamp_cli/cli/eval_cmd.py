@@ -178,8 +178,9 @@ def cmd_eval(
     from ..evaluate import Scorer, generate_videos
     from ..fsutil import atomic_write_text
     from ..registry import Registry
+    from ..resolve import find_manifest, load_motion
 
-    manifest = Registry().manifest(motion)  # cheap: the engine hash-checks the blob when it loads it
+    manifest = find_manifest(motion, Registry())  # cheap: the blob is hash-checked when it loads
     prompts, source = _prompts_for(recipe, prompts_file, motion)
     out_dir = out or _default_out(motion)
     if out_dir.exists() and not out_dir.is_dir():
@@ -206,7 +207,7 @@ def cmd_eval(
     info(f"generating {len(prompts) * len(seed_list)} videos of '{motion}' into {out_dir}")
     made = generate_videos(
         engine,
-        motion,
+        load_motion(motion),
         prompts,
         out_dir,
         seeds=seed_list,

@@ -293,13 +293,14 @@ def _run(
     from ..engine import check_sample_args, image_digest, new_seed
     from ..generate import output_format, parse_motion, plan_output, save_video
     from ..registry import Registry
+    from ..resolve import find_manifest, load_motions
     from .render import RichReporter, emit_json, info, setup_logging
 
     setup_logging()
     # 1. Everything that can be checked without a model: motions, image, numbers, outputs.
     registry = Registry()
     motions = [parse_motion(s) for s in motion_specs]
-    manifests = [registry.manifest(name) for name, _ in motions]  # MotionNotFound, hint `lamp list`
+    manifests = [find_manifest(name, registry) for name, _ in motions]  # MotionNotFound with a hint
     for (name, _), manifest in zip(motions, manifests, strict=True):
         want, have = opts.expect.get("digests", {}).get(name), manifest.digest
         if want and want != have:
@@ -353,6 +354,7 @@ def _run(
         info(f"[yellow]Warning:[/yellow] base '{base}' is not the one the video was made with (fingerprint {engine.base.fingerprint} != {want}); the video will differ")
 
     # 3. One video per prompt.
+    loaded = load_motions(motions, registry)
     results = []
     for text, path in plans:
         seed = opts.seed if opts.seed is not None else new_seed()
@@ -363,7 +365,7 @@ def _run(
         if opts.overlap:
             kw["overlap"] = opts.overlap
         result = engine.sample(
-            motions, text, image, frames=frames, width=width, height=height,
+            loaded, text, image, frames=frames, width=width, height=height,
             steps=steps, guidance=guidance, negative=opts.negative or "", seed=seed,
             shared_noise=shared_noise if shared_noise is not None else 0.2, adain=not opts.no_adain,
             histogram_match=not opts.no_histogram_match, first_frame_prompt=first_frame_prompt,
