@@ -15,7 +15,7 @@
    window's first frame with the base model (optionally guided by a canny ControlNet).
 4. Sample: the engine from the inverted latents, no shared noise, the new first frame clean.
 
-Deviations from the reference code (LAMP_REFERENCE §6), all so that a user knows which frame to
+Deviations from the reference code (docs/editing.md), all so that a user knows which frame to
 edit and the inversion matches how the model samples: the window is fixed and recorded instead
 of a random, possibly flipped training batch; training sees only that window, unflipped; frame 0
 stays clean during inversion (the reference noised it). See docs/editing.md.
@@ -614,6 +614,69 @@ def _find_or_train(
     return manifest, result.adapter, True, seconds
 
 
+def _check_edit_inputs(
+    video: Path, prompt: str, window: EditWindow, notes: list[str], *, name: str | None, inversion_steps: int,
+    guidance: float, seed: int | None, train_steps: int, inversion_refine: int, inversion_tol: float,
+    edit_strength: float, first_frame: Any, controlnet: str | None,
+) -> tuple[np.ndarray | None, Path | None]:
+    """Step 1 of `edit_video`: every input checked before any model loads. Returns the user's
+    first frame fitted to the window (or None) and the ControlNet folder (or None)."""
+    if not prompt or not prompt.strip():
+        raise InvalidInput("the edit prompt is empty", hint='describe the edited video, e.g. "a girl in black runs on the road"')
+    if name is not None:
+        validate_name(name)
+    if inversion_steps < 1:
+        raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
+    check_sample_args(
+        frames=window.frames, width=window.width, height=window.height, steps=inversion_steps, guidance=guidance,
+        shared_noise=0.0, seed=seed,
+    )
+    if train_steps < 1:
+        raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
+    if inversion_refine < 0:
+        raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
+    if not inversion_tol >= 0:
+        raise InvalidInput(f"the inversion tolerance must be >= 0 (got {inversion_tol})")
+    if not 0.0 < edit_strength <= 1.0:
+        raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
+    check_video(video, window)
+    user_frame = None
+    if first_frame is not None:
+        image = load_image(first_frame) if isinstance(first_frame, (str, Path)) else np.asarray(first_frame)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise InvalidInput(f"first frame must be an H×W×3 uint8 image, got {image.dtype} {image.shape}")
+        user_frame, note = fit_first_frame(image, window.width, window.height)
+        if note:
+            log.info("note: %s", note)
+            notes.append(note)
+    controlnet_path = resolve_controlnet(controlnet) if controlnet and user_frame is None else None
+    if controlnet and user_frame is not None:
+        notes.append("--controlnet ignored: --first-frame was given")
+    return user_frame, controlnet_path
+
+
+def _edit_first_frame(
+    engine: Engine, window_frames: np.ndarray, prompt: str, *, user_frame: np.ndarray | None, first_frame: Any,
+    controlnet: str | None, controlnet_path: Path | None, edit_strength: float, steps: int, seed: int,
+    negative: str, width: int, height: int, progress: Reporter | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Step 6 of `edit_video`: the user's first frame, or an image edit of the window's first frame."""
+    if user_frame is not None:
+        path = str(first_frame) if isinstance(first_frame, (str, Path)) else None
+        return user_frame, {"source": "image", "path": path}
+    if controlnet_path is not None:
+        new_first = controlnet_image_to_image(
+            engine, window_frames[0], prompt, controlnet_path, strength=edit_strength,
+            steps=steps, seed=seed, negative=negative, progress=progress,
+        )
+        return new_first, {"source": "controlnet image edit", "controlnet": str(controlnet), "strength": edit_strength}
+    new_first = image_to_image(
+        engine.base, engine.place, window_frames[0], prompt, strength=edit_strength, steps=steps,
+        negative=negative, seed=seed, width=width, height=height, progress=progress,
+    )
+    return new_first, {"source": "image edit", "strength": edit_strength}
+
+
 def edit_video(
     video: str | Path,
     prompt: str,
@@ -669,37 +732,11 @@ def edit_video(
     notes: list[str] = []
 
     # 1. Check every input before any model loads.
-    if not prompt or not prompt.strip():
-        raise InvalidInput("the edit prompt is empty", hint='describe the edited video, e.g. "a girl in black runs on the road"')
-    if name is not None:
-        validate_name(name)
-    if inversion_steps < 1:
-        raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
-    check_sample_args(
-        frames=window.frames, width=width, height=height, steps=inversion_steps, guidance=guidance,
-        shared_noise=0.0, seed=seed,
+    user_frame, controlnet_path = _check_edit_inputs(
+        video, prompt, window, notes, name=name, inversion_steps=inversion_steps, guidance=guidance, seed=seed,
+        train_steps=train_steps, inversion_refine=inversion_refine, inversion_tol=inversion_tol,
+        edit_strength=edit_strength, first_frame=first_frame, controlnet=controlnet,
     )
-    if train_steps < 1:
-        raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
-    if inversion_refine < 0:
-        raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
-    if not inversion_tol >= 0:
-        raise InvalidInput(f"the inversion tolerance must be >= 0 (got {inversion_tol})")
-    if not 0.0 < edit_strength <= 1.0:
-        raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
-    check_video(video, window)
-    user_frame = None
-    if first_frame is not None:
-        image = load_image(first_frame) if isinstance(first_frame, (str, Path)) else np.asarray(first_frame)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise InvalidInput(f"first frame must be an H×W×3 uint8 image, got {image.dtype} {image.shape}")
-        user_frame, note = fit_first_frame(image, width, height)
-        if note:
-            log.info("note: %s", note)
-            notes.append(note)
-    controlnet_path = resolve_controlnet(controlnet) if controlnet and user_frame is None else None
-    if controlnet and user_frame is not None:
-        notes.append("--controlnet ignored: --first-frame was given")
     seed = new_seed() if seed is None else int(seed)
     source_prompt = (source_prompt or "").strip() or default_source_prompt(video)
     registry = registry or Registry()
@@ -711,7 +748,6 @@ def edit_video(
     # 3. Models, once.
     t0 = time.perf_counter()
     if engine is None:
-
         engine = Engine(settings.get("base", base), device=device, dtype=dtype)
     load_s = time.perf_counter() - t0
 
@@ -761,22 +797,11 @@ def edit_video(
 
     # 6. The first frame: the user's, or an image edit of the window's first frame.
     t0 = time.perf_counter()
-    if user_frame is not None:
-        path = str(first_frame) if isinstance(first_frame, (str, Path)) else None
-        new_first, first_source = user_frame, {"source": "image", "path": path}
-    elif controlnet_path is not None:
-        new_first = controlnet_image_to_image(
-            engine, window_frames[0], prompt, controlnet_path, strength=edit_strength,
-            steps=inversion_steps, seed=seed, negative=negative, progress=progress,
-        )
-        first_source = {"source": "controlnet image edit", "controlnet": str(controlnet), "strength": edit_strength}
-    else:
-
-        new_first = image_to_image(
-            engine.base, engine.place, window_frames[0], prompt, strength=edit_strength, steps=inversion_steps,
-            negative=negative, seed=seed, width=width, height=height, progress=progress,
-        )
-        first_source = {"source": "image edit", "strength": edit_strength}
+    new_first, first_source = _edit_first_frame(
+        engine, window_frames, prompt, user_frame=user_frame, first_frame=first_frame, controlnet=controlnet,
+        controlnet_path=controlnet_path, edit_strength=edit_strength, steps=inversion_steps, seed=seed,
+        negative=negative, width=width, height=height, progress=progress,
+    )
     first_s = time.perf_counter() - t0
 
     # 7. Sample from the inverted latents: no shared noise, the new first frame held clean.

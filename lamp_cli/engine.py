@@ -1,7 +1,7 @@
 """The inference engine: one path from (motion, prompt, first frame) to video frames.
 
 `lamp gen`, `lamp animate`, `lamp edit` and `lamp eval` all sample through `Engine.sample`,
-which follows the reference pipeline (LAMP_REFERENCE §5) step by step:
+which follows the reference pipeline (docs/method.md "Sampling") step by step:
 
 1. the first frame becomes a clean latent (center-crop, resize, VAE mean) that is never updated;
 2. the other frames start from shared noise `eps_i = a*eps_0 + (1-a)*eps_i` (or given latents);
@@ -34,7 +34,7 @@ from .errors import InvalidInput
 from .first_frame import FirstFrameGenerator
 from .models.base import BaseComponents, load_base, quiet_hf_progress
 from .progress import Reporter, reporter_or_null
-from .requests import ResolvedMotion, as_resolved
+from .requests import DEFAULT_ADAIN_SWITCH, ResolvedMotion, SampleRequest, as_resolved
 from .sampling import (
     DEFAULT_DECODE_CHUNK,
     adain_final,
@@ -52,6 +52,7 @@ from .sampling import (
     plan_windows,
     shared_noise_latents,
 )
+from .settings import DEFAULTS
 from .video import load_image
 
 if TYPE_CHECKING:  # torch is imported lazily so that `import lamp_cli.engine` stays cheap
@@ -61,10 +62,6 @@ if TYPE_CHECKING:  # torch is imported lazily so that `import lamp_cli.engine` s
     from .models.base import BaseComponents
 
 log = logging.getLogger("lamp")
-
-# The reference switches the AdaIN target after step index 30 of 50: 31 early steps = 0.62.
-DEFAULT_ADAIN_SWITCH = 0.62
-MAX_SEED = 2**63 - 1
 
 MotionLike = Union["ResolvedMotion", "MotionAdapter"]
 
@@ -76,9 +73,6 @@ class SampleResult:
     record: dict[str, Any] = field(default_factory=dict)  # every parameter, the seed, digests, timings
 
 
-# --------------------------------------------------------------------------------------------
-# Input checks (cheap; the CLI runs them before any model loads)
-# --------------------------------------------------------------------------------------------
 def check_sample_args(
     *,
     frames: int,
@@ -90,22 +84,9 @@ def check_sample_args(
     adain_switch: float = DEFAULT_ADAIN_SWITCH,
     seed: int | None = None,
 ) -> None:
-    """Raise InvalidInput for values the engine cannot sample with."""
-    if frames < 2:
-        raise InvalidInput(f"--frames must be at least 2 (got {frames})", hint="a video needs a first frame and at least one more")
-    for what, v in (("width", width), ("height", height)):
-        if v < 8 or v % 8:
-            raise InvalidInput(f"--{what} must be a positive multiple of 8 (got {v})", hint="the VAE works on 8×8 pixel blocks; try 512×320")
-    if steps < 1:
-        raise InvalidInput(f"--steps must be at least 1 (got {steps})")
-    if not np.isfinite(guidance) or guidance < 0:
-        raise InvalidInput(f"--guidance must be a number >= 0 (got {guidance})")
-    if not 0.0 <= shared_noise <= 1.0:
-        raise InvalidInput(f"--shared-noise must be in [0, 1] (got {shared_noise})")
-    if not 0.0 <= adain_switch <= 1.0:
-        raise InvalidInput(f"adain_switch must be a fraction in [0, 1] (got {adain_switch})")
-    if seed is not None and not 0 <= int(seed) <= MAX_SEED:
-        raise InvalidInput(f"--seed must be in [0, 2^63-1] (got {seed})")
+    """Raise InvalidInput for values the engine cannot sample with (the checks of SampleRequest)."""
+    SampleRequest(prompt="", frames=frames, width=width, height=height, steps=steps, guidance=guidance,
+                  shared_noise=shared_noise, adain_switch=adain_switch, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,14 +273,14 @@ class Engine:
         prompt: str,
         first_frame: Any = None,
         *,
-        frames: int = 16,
-        width: int = 512,
-        height: int = 320,
-        steps: int = 50,
-        guidance: float = 12.5,
+        frames: int = DEFAULTS["frames"],
+        width: int = DEFAULTS["width"],
+        height: int = DEFAULTS["height"],
+        steps: int = DEFAULTS["steps"],
+        guidance: float = DEFAULTS["guidance"],
         negative: str = "",
         seed: int | None = None,
-        shared_noise: float = 0.2,
+        shared_noise: float = DEFAULTS["shared_noise"],
         adain: bool = True,
         adain_switch: float = DEFAULT_ADAIN_SWITCH,
         histogram_match: bool = True,
@@ -319,16 +300,40 @@ class Engine:
         runs after every step. Same inputs and seed give the same frames on the same device.
         `clean_first_frame=False` is the ablation of LAMP's first-frame conditioning: no first
         frame is made, and frame 0 is denoised from noise with the others (one window only).
+        The values are checked once, as a `SampleRequest`; `run` takes one directly.
         """
+        request = SampleRequest(
+            prompt=prompt, negative=negative, first_frame_prompt=first_frame_prompt, frames=frames, width=width,
+            height=height, steps=steps, guidance=guidance, shared_noise=shared_noise, seed=seed, adain=adain,
+            adain_switch=adain_switch, histogram_match=histogram_match, overlap=overlap,
+        )
+        return self.run(request, motions, first_frame, init_latents=init_latents, decode_chunk=decode_chunk,
+                        clean_first_frame=clean_first_frame, progress=progress, callback=callback)
+
+    def run(
+        self,
+        request: SampleRequest,
+        motions: Sequence[tuple[MotionLike, float]],
+        first_frame: Any = None,
+        *,
+        init_latents: torch.Tensor | None = None,
+        decode_chunk: int = DEFAULT_DECODE_CHUNK,
+        clean_first_frame: bool = True,
+        progress: Reporter | None = None,
+        callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> SampleResult:
+        """Sample the video `request` describes (already checked) with `motions` (adapters with
+        weights; `lamp_cli.resolve.load_motions` turns names into them). See `sample`."""
         import torch
 
         t_total = time.perf_counter()
-        # 1. Check inputs and pick the seed.
-        check_sample_args(
-            frames=frames, width=width, height=height, steps=steps, guidance=guidance,
-            shared_noise=shared_noise, adain_switch=adain_switch, seed=seed,
-        )
-        seed = new_seed() if seed is None else int(seed)
+        r = request
+        prompt, negative, first_frame_prompt = r.prompt, r.negative, r.first_frame_prompt
+        frames, width, height, steps, guidance = r.frames, r.width, r.height, r.steps, r.guidance
+        shared_noise, adain, adain_switch, histogram_match = r.shared_noise, r.adain, r.adain_switch, r.histogram_match
+        overlap = r.overlap
+        # 1. Pick the seed.
+        seed = new_seed() if r.seed is None else int(r.seed)
         progress = reporter_or_null(progress)
         h, w = height // self.base.vae_scale_factor, width // self.base.vae_scale_factor
 

@@ -269,21 +269,6 @@ def find_videos(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: _natural_key(p.name))
 
 
-def read_prompts_file(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines are skipped."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise InvalidInput(f"no such prompts file: {path}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"cannot read prompts file {path}: {e}") from e
-    prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise InvalidInput(f"prompts file {path} is empty", hint="write one prompt per line")
-    return prompts
-
-
 def pair_videos_with_prompts(videos: Sequence[Path], prompts: Sequence[str], where: str = "") -> None:
     """One prompt per video, in order; any other count is an error (it would misalign the pairs)."""
     if len(prompts) != len(videos):

@@ -5,7 +5,7 @@ The reference code saves every learned motion as a full `UNet3DConditionModel` (
 dict, fp32, 4.4 GB for SD-1.x), sometimes inside a whole pipeline folder. Its keys are the SD
 UNet's, except that every inflated conv nests its 2-D conv (`<site>.conv2d.*`) beside the added
 `<site>.conv1d.*` and `<site>.conv_gate.*`, and every transformer block adds `attn_temp.*` and
-`norm_temp.*`; `attn1.to_q.weight` is tuned. lamp's VideoUNet uses the same names (DESIGN §3),
+`norm_temp.*`; `attn1.to_q.weight` is tuned. lamp's VideoUNet uses the same names (docs/method.md),
 so the checkpoint loads into a VideoUNet inflated from its base key for key, and
 `adapter.extract` then keeps exactly what differs: the added modules and `attn1.to_q − base`.
 

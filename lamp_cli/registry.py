@@ -1,6 +1,6 @@
 """The motion registry: named manifests pointing at immutable, content-addressed adapter blobs.
 
-Layout under the root (`LAMP_HOME`, DESIGN §5):
+Layout under the root (`LAMP_HOME`, docs/registry.md):
 
     manifests/<name>.json                  one small JSON document per name
     blobs/sha256-<hex>.safetensors         the adapter file; <hex> is the sha256 of its bytes
@@ -136,7 +136,7 @@ def _check_role(key: str, shape: list[int], what: str) -> tuple[str, int | None]
     if param not in ("weight", "bias"):
         raise InvalidInput(f"{what}: unexpected tensor '{key}' (not a weight or bias)")
     if parts[-2] == "conv1d":
-        # Conv1d(C, C, 3): dense channel mixing over frames (DESIGN §3)
+        # Conv1d(C, C, 3): dense channel mixing over frames (docs/method.md)
         if param == "weight" and not (len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3):
             raise bad("C×C×3 (a kernel-3 conv over frames)")
         if param == "bias" and len(shape) != 1:
@@ -483,7 +483,6 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None):
         if root is None:
-
             root = lamp_home()
         self.root = Path(root)
         if lock_timeout is None:

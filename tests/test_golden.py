@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from golden_cases import DATA, frames_hash, run_all, run_cli
 
 

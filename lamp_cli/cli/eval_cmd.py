@@ -48,7 +48,7 @@ def _render_report(report: dict[str, Any], title: str) -> None:
 
 def _prompts_for(recipe: str | None, prompts_file: Path | None, motion: str | None) -> tuple[list[str], str]:
     """The evaluation prompts and where they came from (prompts file > recipe > recipe named MOTION)."""
-    from ..evaluate import read_prompts_file
+    from ..prompts import read_prompts_file
     from ..recipes import load_recipe, recipe_names
 
     if recipe and prompts_file:
@@ -79,7 +79,7 @@ def _default_out(motion: str) -> Path:
 
 def cmd_eval(
     motion: str | None = typer.Argument(
-        None, help="A motion in the registry: generate videos with it, then score them."
+        None, metavar="MOTION", help="A motion in the registry: generate videos with it, then score them."
     ),
     videos: Path | None = typer.Option(
         None,
@@ -239,7 +239,7 @@ def cmd_eval(
 
 
 def cmd_recipes(
-    name: str | None = typer.Argument(None, help="Show one recipe in full."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Show one recipe in full."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the built-in motion recipes (the paper's eight motions), or show one.

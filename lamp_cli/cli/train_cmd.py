@@ -27,7 +27,7 @@ class AdapterDtype(str, Enum):
 
 
 def cmd_train(
-    clips: str = typer.Argument(..., help="A folder of training videos (mp4, mov, webm, mkv, gif), or one video."),
+    clips: str = typer.Argument(..., metavar="CLIPS", help="A folder of training videos (mp4, mov, webm, mkv, gif), or one video."),
     name: str = typer.Option(..., "--name", "-n", help="Name of the motion in the registry."),
     prompt: str | None = typer.Option(
         None, "--prompt", "-p", help="Prompt for every clip (default: the recipe's, <video>.txt captions, or the folder name)."
@@ -108,7 +108,7 @@ def cmd_train(
     setup_logging()
     if eval_prompts_file is not None:
         from ..errors import UsageError
-        from ..evaluate import read_prompts_file
+        from ..prompts import read_prompts_file
 
         if eval_prompts:
             raise UsageError("give --eval-prompts or --eval-prompts-file, not both")

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import BaseModelMissing, InvalidInput
 from ..settings import lamp_home
+from .names import ADDED_MODULES
 from .tiny import SD_SCHEDULER_CONFIG, save_tiny_base
 
 log = logging.getLogger("lamp")
@@ -204,7 +205,7 @@ def fingerprint(unet: Any) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(unet.state_dict().items()):
         # Only base tensors: keys the inflation adds would change the fingerprint of the same base.
-        if any(part in name for part in ("conv1d", "conv_gate", "attn_temp", "norm_temp")):
+        if any(part in name for part in ADDED_MODULES):
             continue
         name = name.replace(".conv2d.", ".")
         flat = tensor.detach().reshape(-1)
