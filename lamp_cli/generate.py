@@ -147,7 +147,7 @@ def save_video(
         top = top.parent
     try:
         write_video(frames, path, fps=fps, format=fmt)
-        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     except BaseException:
         with contextlib.suppress(OSError):
             if path.is_dir():

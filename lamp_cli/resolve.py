@@ -18,8 +18,8 @@ from typing import Any
 from . import settings
 from .adapter import MotionAdapter
 from .devices import check_device_name, check_dtype_name
-from .errors import MotionNotFound
-from .generate import parse_motion
+from .errors import InvalidInput, MotionNotFound, UsageError
+from .generate import parse_motion, read_sidecar
 from .models.base import builtin_dir
 from .models.locate import require_base
 from .recipes import recipe_names
@@ -208,3 +208,57 @@ def gen_request(
         first_frame_model=first_frame_model, expect=cli.get("expect") or {}, sources=dict(layers.sources),
     )
     return request, manifests
+
+
+# What a sidecar fixes: a sidecar key -> the option that may not be given with --from-sidecar.
+SIDECAR_FIXED = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "base",
+                 "dtype", "compile", "offload")
+
+
+def sidecar_run(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """A sidecar read back as the arguments of a gen/animate run (`lamp gen --from-sidecar`): the
+    values it fixes come from the file (named by it in errors); -o, --format, --fps, --device may
+    differ. `opts`: the command line's options (a fixed one given is a usage error)."""
+    doc = read_sidecar(path)
+    if doc.get("command") == "edit":  # it started from inverted latents, which gen cannot redo
+        raise InvalidInput(f"{path} describes a `lamp edit` video",
+                           hint="run the same `lamp edit` command again (its tuning and inversion are cached)")
+    clash = [f"--{k.replace('_', '-')}" for k in SIDECAR_FIXED if opts.get(k) not in (None, False)]
+    clash += [flag for flag, k in (("--no-adain", "no_adain"), ("--no-histogram-match", "no_histogram_match")) if opts.get(k)]
+    if clash:
+        raise UsageError(f"--from-sidecar takes these from the file: drop {', '.join(clash)}")
+    where = str(path)
+    out = doc.get("output", {})
+    cli = dict(opts)
+    cli.update(negative=doc.get("negative", ""), seed=doc["seed"], no_adain=not doc.get("adain", True),
+               no_histogram_match=not doc.get("histogram_match", True), adain_switch=doc.get("adain_switch"),
+               overlap=doc.get("overlap") or None)
+    if cli.get("output") is None and cli.get("fmt") is None:
+        cli["fmt"] = out.get("format")
+    fixed = {k: (doc.get(k), where) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise", "dtype")}
+    fixed["base"] = (doc["base"]["spec"], where)
+    fixed["fps"] = (out.get("fps"), where)
+    fixed["device"] = (doc["device"].split(":")[0] if doc.get("device") else None, where)
+    cli["expect"] = {"base_fingerprint": doc["base"].get("fingerprint"),
+                     "digests": {m["name"]: m.get("digest") for m in doc["motions"]}}
+    first = doc.get("first_frame") or {}
+    image = None
+    if first.get("source") == "image":
+        image = Path(first["path"])
+        cli["expect"]["image_sha256"] = first.get("sha256")
+    elif first.get("source") == "text-to-image":
+        cli["first_frame_model"] = first.get("model")
+    else:
+        raise InvalidInput(
+            f"{path}: its first frame was passed in by a program ({first.get('source')}), so it cannot be made again here"
+        )
+    return {
+        "command": doc.get("command", "gen"),
+        "motion_specs": [f"{m['name']}:{m['weight']!r}" for m in doc["motions"]],
+        "prompts": [doc["prompt"]],
+        "image": image,
+        "first_frame_prompt": doc.get("first_frame_prompt"),
+        "cli": cli,
+        "many": False,
+        "sidecar": fixed,
+    }

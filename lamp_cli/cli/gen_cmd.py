@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from ..errors import InvalidInput, UsageError
+from ..errors import UsageError
 from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, setting_option
 
@@ -114,7 +114,9 @@ def gen(
                                 ("--prompts-file", prompts_file)) if v]
         if given:
             raise UsageError(f"--from-sidecar takes the video's parameters from the file; drop {', '.join(given)}")
-        _run(**_from_sidecar(from_sidecar, opts))
+        from ..resolve import sidecar_run
+
+        _run(**sidecar_run(from_sidecar, opts))
         return
     specs = list(motions or [])
     if specs and motion is not None and prompt is None and prompts_file is None:
@@ -149,60 +151,6 @@ def _prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     if prompt:
         raise UsageError("give either PROMPT or --prompts-file, not both")
     return read_prompts_file(prompts_file)
-
-
-# What a sidecar fixes: a sidecar key -> the option that may not be given with --from-sidecar.
-SIDECAR_FIXED = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "base",
-                 "dtype", "compile", "offload")
-
-
-def _from_sidecar(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of `_run` that make a sidecar's video again (-o, --format, --fps, --device may differ)."""
-    from ..generate import read_sidecar
-
-    doc = read_sidecar(path)
-    if doc.get("command") == "edit":  # it started from inverted latents, which gen cannot redo
-        raise InvalidInput(f"{path} describes a `lamp edit` video",
-                           hint="run the same `lamp edit` command again (its tuning and inversion are cached)")
-    clash = [f"--{k.replace('_', '-')}" for k in SIDECAR_FIXED if opts.get(k) not in (None, False)]
-    clash += [flag for flag, k in (("--no-adain", "no_adain"), ("--no-histogram-match", "no_histogram_match")) if opts.get(k)]
-    if clash:
-        raise UsageError(f"--from-sidecar takes these from the file: drop {', '.join(clash)}")
-    where = str(path)
-    out = doc.get("output", {})
-    cli = dict(opts)
-    cli.update(negative=doc.get("negative", ""), seed=doc["seed"], no_adain=not doc.get("adain", True),
-               no_histogram_match=not doc.get("histogram_match", True), adain_switch=doc.get("adain_switch"),
-               overlap=doc.get("overlap") or None)
-    if cli.get("output") is None and cli.get("fmt") is None:
-        cli["fmt"] = out.get("format")
-    fixed = {k: (doc.get(k), where) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise", "dtype")}
-    fixed["base"] = (doc["base"]["spec"], where)
-    fixed["fps"] = (out.get("fps"), where)
-    fixed["device"] = (doc["device"].split(":")[0] if doc.get("device") else None, where)
-    cli["expect"] = {"base_fingerprint": doc["base"].get("fingerprint"),
-                     "digests": {m["name"]: m.get("digest") for m in doc["motions"]}}
-    first = doc.get("first_frame") or {}
-    image = None
-    if first.get("source") == "image":
-        image = Path(first["path"])
-        cli["expect"]["image_sha256"] = first.get("sha256")
-    elif first.get("source") == "text-to-image":
-        cli["first_frame_model"] = first.get("model")
-    else:
-        raise InvalidInput(
-            f"{path}: its first frame was passed in by a program ({first.get('source')}), so it cannot be made again here"
-        )
-    return {
-        "command": doc.get("command", "gen"),
-        "motion_specs": [f"{m['name']}:{m['weight']!r}" for m in doc["motions"]],
-        "prompts": [doc["prompt"]],
-        "image": image,
-        "first_frame_prompt": doc.get("first_frame_prompt"),
-        "cli": cli,
-        "many": False,
-        "sidecar": fixed,
-    }
 
 
 def _split_for_processes(items: list[Any]) -> tuple[list[Any], Any]:
