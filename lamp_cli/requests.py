@@ -58,12 +58,24 @@ def _finite(key: str, value: Any, sources: Mapping[str, str]) -> float:
     return v
 
 
+def check_positive(key: str, value: Any, sources: Mapping[str, str], kind: type = int) -> Any:
+    """`value` as a positive `kind` (finite for floats), else InvalidInput naming its source."""
+    try:
+        v = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{_named(key, value, sources)}: must be a number") from None
+    if v <= 0 or (kind is float and not math.isfinite(v)):
+        raise InvalidInput(f"{_named(key, value, sources)}: must be positive")
+    return v
+
+
 def check_size(key: str, value: int, sources: Mapping[str, str]) -> None:
     """A width or height the VAE can take: a positive multiple of 8."""
     if value < 8 or value % 8:
         lo, hi = value // 8 * 8, value // 8 * 8 + 8
         raise InvalidInput(
-            f"{_named(key, value, sources)} is not a positive multiple of 8 (the VAE works on 8×8 pixel blocks)",
+            f"{_named(key, value, sources)} is not a {'positive ' if value < 8 else ''}multiple of 8"
+            " (the VAE works on 8×8 pixel blocks)",
             hint=f"use {hi}" + (f" or {lo}" if lo else ""),
         )
 

@@ -13,15 +13,9 @@ from ..devices import resolve_device
 from ..models.base import architecture_of, load_base
 from ..models.tiny import SD_SCHEDULER_CONFIG
 from ..progress import Reporter, reporter_or_null
+from ..requests import check_positive, check_size
 from ..train.data import diffusion_loss, step_generator
-from ..train.loop import (
-    MAX_GRAD_NORM,
-    check_size,
-    make_accelerator,
-    make_optimizer,
-    positive,
-    resolve_mixed_precision,
-)
+from ..train.loop import MAX_GRAD_NORM, make_accelerator, make_optimizer, resolve_mixed_precision
 from .sd1 import SD1_RANDOM_SPEC, SD1_UNET_CONFIG, random_sd1_unet
 
 
@@ -58,8 +52,10 @@ def benchmark_training(
 
     from ..models.video_unet import VideoUNet
 
-    check_size(width, height)
-    steps, frames = positive(steps, "--steps"), positive(frames, "--frames")
+    flags = {"width": "--width", "height": "--height", "steps": "--steps", "frames": "--frames"}
+    check_size("width", width, flags)
+    check_size("height", height, flags)
+    steps, frames = check_positive("steps", steps, flags), check_positive("frames", frames, flags)
     dev = str(resolve_device(device or settings.get("device")))  # "cpu", "cuda", "cuda:1", "mps"
     mp = resolve_mixed_precision(mixed_precision, dev)
     accelerator = make_accelerator(mp, dev)

@@ -22,7 +22,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import os
 import random
 import shlex
@@ -39,9 +38,11 @@ from ..adapter import MotionAdapter, check_adapter_dtype, extract, make_metadata
 from ..devices import resolve_device, resolve_dtype
 from ..errors import Interrupted, InvalidInput, NameTaken, NotFound
 from ..models.base import BaseComponents, architecture_of, load_base
+from ..models.locate import require_base
 from ..progress import Reporter, reporter_or_null
 from ..recipes import load_recipe
 from ..registry import Registry, validate_name
+from ..requests import check_positive, check_size
 from . import eval as training_eval
 from .data import (
     FLIP_PROBABILITY,
@@ -256,26 +257,6 @@ class _Options:
     flip: bool = True
 
 
-def positive(value: Any, what: str, kind: type = int) -> Any:
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} must be a number, got {value!r}") from None
-    if value <= 0 or (kind is float and not math.isfinite(value)):
-        raise InvalidInput(f"{what} must be positive, got {value}")
-    return value
-
-
-def check_size(width: int, height: int) -> None:
-    for v, what in ((width, "--width"), (height, "--height")):
-        if v % 8:
-            lo, hi = v // 8 * 8, v // 8 * 8 + 8
-            raise InvalidInput(
-                f"{what} {v} is not a multiple of 8 (the VAE works on 8×8 pixel blocks)",
-                hint=f"use {hi}" + (f" or {lo}" if lo else ""),
-            )
-
-
 def _resume_command(clips: str | Path, name: str, base: str) -> str:
     cmd = ["lamp", "train", str(clips), "--name", name]
     if base != settings.get("base"):
@@ -376,30 +357,41 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
     saved = (meta or {}).get("options", {})
     rec = load_recipe(kw["recipe"]) if kw["recipe"] is not None else None
 
+    sources: dict[str, str] = {}
+
     def pick(key: str, setting: str | None = None) -> Any:
+        """CLI > checkpoint (resume) > recipe > LAMP_<KEY> > config.toml > default; records the source."""
         if kw[key] is not None:
+            sources[key] = "--" + key.replace("_", "-")
             return kw[key]
         if key in saved:
+            sources[key] = f"the checkpoint of '{name}'"
             return saved[key]
         if rec is not None and getattr(rec, key, None) is not None:
+            sources[key] = f"recipe '{rec.name}'"
             return getattr(rec, key)
-        return settings.get(setting or key)
+        r = settings.resolve(setting or key)
+        sources[key] = r.origin if r.source != "config" else f"{setting or key} in {r.origin}"
+        return r.value
 
     if meta is not None:
         check_resume(saved, **{k: kw[k] for k in ("frames", "stride", "width", "height", "lr")})
         check_resume(saved, min_timestep=kw["min_timestep"], flip=kw["flip"], seed=kw["seed"])
     base_spec = base.spec if isinstance(base, BaseComponents) else pick("base")
-    steps = positive(pick("steps", "train_steps"), "--steps")
-    frames = positive(pick("frames"), "--frames")
-    stride = positive(pick("stride"), "--stride")
-    width = positive(pick("width"), "--width")
-    height = positive(pick("height"), "--height")
-    lr = positive(pick("lr"), "--lr", float)
+    if not isinstance(base, BaseComponents):
+        require_base(str(base_spec))  # before any model loads: BaseModelMissing with the download hint
+    steps = check_positive("steps", pick("steps", "train_steps"), sources)
+    frames = check_positive("frames", pick("frames"), sources)
+    stride = check_positive("stride", pick("stride"), sources)
+    width = check_positive("width", pick("width"), sources)
+    height = check_positive("height", pick("height"), sources)
+    lr = check_positive("lr", pick("lr"), sources, float)
     min_timestep = int(saved.get("min_timestep", 0) if kw["min_timestep"] is None else kw["min_timestep"])
     flip = bool(saved.get("flip", True) if kw["flip"] is None else kw["flip"])
     if not 0 <= min_timestep < 1000:
         raise InvalidInput(f"--min-timestep must be in [0, 1000), got {min_timestep}")
-    check_size(width, height)
+    check_size("width", width, sources)
+    check_size("height", height, sources)
     seed = kw["seed"] if kw["seed"] is not None else saved.get("seed", random.SystemRandom().randrange(2**31))
     adapter_dtype = kw["adapter_dtype"] or saved.get("adapter_dtype", "fp16")
     checkpoint_every = kw["checkpoint_every"]
