@@ -358,6 +358,7 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
     rec = load_recipe(kw["recipe"]) if kw["recipe"] is not None else None
 
     sources: dict[str, str] = {}
+    shown: dict[str, str] = {}
 
     def pick(key: str, setting: str | None = None) -> Any:
         """CLI > checkpoint (resume) > recipe > LAMP_<KEY> > config.toml > default; records the source."""
@@ -371,8 +372,13 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
             sources[key] = f"recipe '{rec.name}'"
             return getattr(rec, key)
         r = settings.resolve(setting or key)
-        sources[key] = r.origin if r.source != "config" else f"{setting or key} in {r.origin}"
+        sources[key] = r.origin
+        shown[key] = setting or key  # LAMP_TRAIN_STEPS / train_steps = ... in config.toml
         return r.value
+
+    def number(key: str, setting: str | None = None, kind: type = int) -> Any:
+        value = pick(key, setting)
+        return check_positive(shown.get(key, key), value, {shown.get(key, key): sources[key]}, kind)
 
     if meta is not None:
         check_resume(saved, **{k: kw[k] for k in ("frames", "stride", "width", "height", "lr")})
@@ -380,12 +386,9 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
     base_spec = base.spec if isinstance(base, BaseComponents) else pick("base")
     if not isinstance(base, BaseComponents):
         require_base(str(base_spec))  # before any model loads: BaseModelMissing with the download hint
-    steps = check_positive("steps", pick("steps", "train_steps"), sources)
-    frames = check_positive("frames", pick("frames"), sources)
-    stride = check_positive("stride", pick("stride"), sources)
-    width = check_positive("width", pick("width"), sources)
-    height = check_positive("height", pick("height"), sources)
-    lr = check_positive("lr", pick("lr"), sources, float)
+    steps = number("steps", "train_steps")
+    frames, stride, width, height = number("frames"), number("stride"), number("width"), number("height")
+    lr = number("lr", kind=float)
     min_timestep = int(saved.get("min_timestep", 0) if kw["min_timestep"] is None else kw["min_timestep"])
     flip = bool(saved.get("flip", True) if kw["flip"] is None else kw["flip"])
     if not 0 <= min_timestep < 1000:
@@ -404,14 +407,15 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
             f"the checkpoint of '{name}' is at step {meta['step']}, not before --steps {steps}",
             hint=f"pass --steps larger than {meta['step']}",
         )
+    eval_plan, eval_out = _check_eval(name, registry, kw, rec, meta, frames=frames, width=width, height=height,
+                                      steps=steps)
+    infos, prompts = _check_data(clips, kw, rec, meta, saved, frames=frames, stride=stride)
+    # Last: which devices exist is torch's to say.
     dev = str(resolve_device(kw["device"] or settings.get("device")))  # "cpu", "cuda", "cuda:1", "mps"
     given_mp = kw["mixed_precision"]
     mp = resolve_mixed_precision(given_mp if given_mp is not None else saved.get("mixed_precision"), dev)
     if meta is not None:
         check_resume(saved, mixed_precision=mp if given_mp is not None else None)
-    eval_plan, eval_out = _check_eval(name, registry, kw, rec, meta, frames=frames, width=width, height=height,
-                                      steps=steps)
-    infos, prompts = _check_data(clips, kw, rec, meta, saved, frames=frames, stride=stride)
     return _Run(
         name=name, clips=clips, registry=registry, base_spec=base_spec, steps=steps, frames=frames, stride=stride,
         width=width, height=height, lr=lr, seed=seed, min_timestep=min_timestep, flip=flip,
