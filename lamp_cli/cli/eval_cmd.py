@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from ..errors import UsageError
+from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
 from .render import emit_json, info, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -94,34 +95,26 @@ def cmd_eval(
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Videos per prompt (seeds --seed, --seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
-    base: str | None = typer.Option(
-        None, "--base", help="Base model (default: the one the motion was trained on, else setting 'base')."
+    base: str | None = setting_option(
+        "base", "--base", help=f"Base model: {BASE_CHOICES} (default: the motion's base, else {{default}})."
     ),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="DDIM steps (default: setting 'steps')."),
+    steps: int | None = setting_option("steps", "--steps", min=1, help="DDIM steps."),
     frames: int | None = typer.Option(
         None, "--frames", min=2, help="Frames per video (default: the motion's)."
     ),
     width: int | None = typer.Option(None, "--width", min=8, help="Width (default: the motion's)."),
     height: int | None = typer.Option(None, "--height", min=8, help="Height (default: the motion's)."),
-    guidance: float | None = typer.Option(
-        None, "--guidance", help="Classifier-free guidance (default: setting 'guidance')."
-    ),
+    guidance: float | None = setting_option("guidance", "--guidance", help="Classifier-free guidance scale."),
     out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
         help="Folder for the generated videos (default: a new lamp-eval-MOTION-<time> folder).",
     ),
-    format: str = typer.Option("mp4", "--format", help=f"Video format: {', '.join(FORMATS)}."),
-    fps: float | None = typer.Option(
-        None, "--fps", help="Frames per second of the written videos (default: setting 'fps')."
-    ),
-    clip_model: str | None = typer.Option(
-        None, "--clip-model", help="CLIP repo id (local cache) or folder (default: setting 'clip_model')."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", help="auto, cpu, cuda, mps (default: setting 'device')."
-    ),
+    format: str = typer.Option("mp4", "--format", help=f"Video format: {' | '.join(FORMATS)}."),
+    fps: float | None = setting_option("fps", "--fps", help="Frames per second of the written videos."),
+    clip_model: str | None = setting_option("clip_model", "--clip-model", help="CLIP repo id (local cache) or folder."),
+    device: str | None = setting_option("device", "--device", help=f"{DEVICE_CHOICES}."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score videos with the paper's CLIP metrics: text alignment, frame consistency, diversity.
