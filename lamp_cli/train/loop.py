@@ -502,13 +502,13 @@ def _load_models(run: _Run, base: Any, progress: Reporter | None) -> _Models:
     if own_base:
         base.vae.to("cpu")
         base.text_encoder.to("cpu")
+    r = run.request
     opts = _Options(
-        base=run.request.base_spec, base_fingerprint=base.fingerprint, clips=str(Path(run.request.clips).expanduser().resolve()),
-        clip_files=list(run.request.clip_files), prompts=list(run.request.prompts), recipe=run.request.recipe, steps=run.request.steps, frames=run.request.frames,
-        stride=run.request.stride, width=run.request.width, height=run.request.height, lr=run.request.lr, seed=run.request.seed,
-        mixed_precision=run.request.mixed_precision, gradient_checkpointing=run.request.gradient_checkpointing,
-        checkpoint_every=run.request.checkpoint_every, adapter_dtype=run.request.adapter_dtype, device=str(device_t),
-        min_timestep=run.request.min_timestep, flip=run.request.flip,
+        base=r.base_spec, base_fingerprint=base.fingerprint, clips=str(Path(r.clips).expanduser().resolve()),
+        clip_files=list(r.clip_files), prompts=list(r.prompts), recipe=r.recipe, steps=r.steps, frames=r.frames,
+        stride=r.stride, width=r.width, height=r.height, lr=r.lr, seed=r.seed, mixed_precision=r.mixed_precision,
+        gradient_checkpointing=r.gradient_checkpointing, checkpoint_every=r.checkpoint_every,
+        adapter_dtype=r.adapter_dtype, device=str(device_t), min_timestep=r.min_timestep, flip=r.flip,
     )
     evaluator = None
     if run.meta is None and is_main:
