@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ class Resolved:
     key: str
     value: Any
     source: str  # "cli" | "env" | "config" | "default"
-    origin: str = ""  # where exactly: "--steps", "LAMP_STEPS", the config file's path, "default"
+    # where exactly: "--steps", "LAMP_STEPS", the config file's path, "default" (not compared)
+    origin: str = field(default="", compare=False)
 
     def describe(self) -> str:
         """The value as the user wrote it, where they wrote it: `--steps 0`, `LAMP_STEPS=0`,
