@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lamp_cli import train as tr
-from lamp_cli.train import eval as te
 from lamp_cli.cli.app import main
 from lamp_cli.engine import Engine
 from lamp_cli.errors import InvalidInput, LampError, NameTaken
 from lamp_cli.registry import Registry
+from lamp_cli.train import eval as te
 
 SIZE, FRAMES = 32, 4
 PROMPTS = ["a horse runs", "rain falls"]
