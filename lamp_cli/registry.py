@@ -51,12 +51,14 @@ from .adapter import (
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
 from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
 from .jsonio import dumps_strict, loads_strict
+from .settings import DEFAULT_LOCK_TIMEOUT, lamp_home  # noqa: F401 (re-exported)
+from .settings import lock_timeout as lock_timeout_setting
 
 log = logging.getLogger("lamp")
 
 SCHEMA_VERSION = 1
-DEFAULT_LOCK_TIMEOUT = 60.0  # seconds; `LAMP_LOCK_TIMEOUT` overrides
 STALE_TMP_SECONDS = 60.0  # gc leaves younger temp files alone: a writer may still be using them
+STALE_TMP_DAY_SECONDS = 24 * 3600.0  # ... and older ones whose writer process still runs, up to a day
 _CHUNK = 1 << 20
 
 NAME_RULE = schema.NAME_RULE
@@ -142,6 +144,7 @@ class GcReport:
     removed_temp: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
     removed_edits: list[str] = field(default_factory=list)  # edits/<name>/ folders of gone motions
+    removed_runs: list[str] = field(default_factory=list)  # empty runs/<name>/ folders
     freed_bytes: int = 0
     dry_run: bool = False
 
@@ -190,6 +193,30 @@ def _manifest_text(m: Manifest) -> str:
     return dumps_strict(d, what=f"the manifest of '{m.name}'", indent=2, sort_keys=True) + "\n"
 
 
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that named this temp file (`.tmp-<file>.<pid>.<random>`) still runs."""
+    m = re.match(rf"{re.escape(TMP_PREFIX)}.*\.(\d+)\.[^.]*$", tmp.name)
+    if not m:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists, owned by someone else (or unknowable): keep it
+    return True
+
+
+def _stale_temp(tmp: Path, mtime: float, now: float) -> bool:
+    """A temp file gc may remove: untouched for a minute and its writer gone, or untouched for a day
+    (a writer rewrites its temp file continuously, and a pid may be reused by another process)."""
+    age = now - mtime
+    return age > STALE_TMP_DAY_SECONDS or (age > STALE_TMP_SECONDS and not _writer_alive(tmp))
+
+
 def _hash_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -203,20 +230,27 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None):
         if root is None:
-            from .settings import lamp_home
-
             root = lamp_home()
         self.root = Path(root)
         if lock_timeout is None:
-            env = os.environ.get("LAMP_LOCK_TIMEOUT", "")
-            try:
-                lock_timeout = float(env) if env else DEFAULT_LOCK_TIMEOUT
-            except ValueError as e:
-                raise InvalidInput(f"LAMP_LOCK_TIMEOUT must be a number of seconds, got {env!r}") from e
+            lock_timeout = lock_timeout_setting()
         self.lock_timeout = lock_timeout
         self._filelock: Any = None
 
     # --- paths -----------------------------------------------------------------------------
+    def check_root(self) -> None:
+        """RegistryError when the root (or a folder above it) is a file: `lamp list` must not
+        show an empty registry for a LAMP_HOME that cannot hold one."""
+        p = self.root
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            where = "" if p == self.root else f" ({p} is a file)"
+            raise RegistryError(
+                f"LAMP_HOME {self.root} is not a folder{where}",
+                hint="set LAMP_HOME to a folder (or move the file away)",
+            )
+
     @property
     def manifests_dir(self) -> Path:
         return self.root / "manifests"
@@ -250,7 +284,11 @@ class Registry:
         from filelock import FileLock, Timeout
 
         if self._filelock is None:
+            self.check_root()
             self.root.mkdir(parents=True, exist_ok=True)
+            # open the lock file ourselves first: a read-only or foreign LAMP_HOME fails here with
+            # the OSError naming it, not somewhere inside the lock library
+            os.close(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666))
             self._filelock = FileLock(str(self.lock_path))
         lk = self._filelock
         try:
@@ -274,7 +312,8 @@ class Registry:
         path = self.manifest_path(name)
         try:
             raw = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            self.check_root()
             raise MotionNotFound(name) from None
         except IsADirectoryError:
             raise RegistryError(f"the manifest of '{name}' is a folder ({path})", hint="run `lamp verify`") from None
@@ -306,6 +345,7 @@ class Registry:
         return self.manifest_path(name).exists()
 
     def names(self) -> list[str]:
+        self.check_root()
         if not self.manifests_dir.is_dir():
             return []
         out = []
@@ -711,9 +751,48 @@ class Registry:
                 problems.append(Problem(n, e.message, str(path)))
         return problems
 
+    @property
+    def runs_root(self) -> Path:
+        """`runs/`: unfinished trainings' checkpoints (`runs/<name>/checkpoint.safetensors`)."""
+        return self.root / "runs"
+
+    def _temp_folders(self) -> list[Path]:
+        """Every folder lamp writes temp files into: the registry's, and each run's and edit cache's."""
+        out = [self.root, self.manifests_dir, self.blobs_dir]
+        for parent in (self.runs_root, self.edits_root):
+            if parent.is_dir():
+                out += sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX))
+        return [f for f in out if f.is_dir()]
+
+    def _run_mtimes(self) -> dict[Path, float]:
+        out = {}
+        if self.runs_root.is_dir():
+            for p in self.runs_root.iterdir():
+                with contextlib.suppress(OSError):
+                    if p.is_dir() and not p.is_symlink():
+                        out[p] = p.stat().st_mtime
+        return out
+
+    def _gc_runs(self, report: GcReport, mtimes: dict[Path, float], now: float, dry_run: bool) -> None:
+        """Remove `runs/<name>/` folders holding nothing (once their stale temp files are gone)
+        and untouched for a minute before this gc began: a finished or killed run left them."""
+        pending = set(report.removed_temp)
+        for p, mtime in sorted(mtimes.items()):
+            try:
+                left = [c for c in p.iterdir() if str(c) not in pending]
+            except OSError:
+                continue
+            if left or now - mtime <= STALE_TMP_SECONDS:
+                continue
+            report.removed_runs.append(str(p))
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+
     def gc(self, *, dry_run: bool = False) -> GcReport:
-        """Remove stale temp files (older than a minute), blobs no manifest references, and
-        `edits/<x>/` folders (lamp edit's caches) whose motion `x` no longer exists."""
+        """Remove stale temp files (see `_stale_temp`) in the registry, its runs and edit caches,
+        blobs no manifest references, `edits/<x>/` folders (lamp edit's caches) whose motion `x`
+        no longer exists, and empty `runs/<x>/` folders."""
         report = GcReport(dry_run=dry_run)
         now = time.time()
         with self.lock():
@@ -729,19 +808,19 @@ class Registry:
                     report.freed_bytes += _tree_size(p)
                     if not dry_run:
                         shutil.rmtree(p, ignore_errors=True)
-            for folder in (self.root, self.manifests_dir, self.blobs_dir):
-                if not folder.is_dir():
-                    continue
+            run_mtimes = self._run_mtimes()
+            for folder in self._temp_folders():
                 for p in folder.glob(f"{TMP_PREFIX}*"):
                     try:
                         st = p.stat()
                     except FileNotFoundError:
                         continue
-                    if p.is_file() and now - st.st_mtime > STALE_TMP_SECONDS:
+                    if p.is_file() and _stale_temp(p, st.st_mtime, now):
                         report.removed_temp.append(str(p))
                         report.freed_bytes += st.st_size
                         if not dry_run:
                             p.unlink(missing_ok=True)
+            self._gc_runs(report, run_mtimes, now, dry_run)
             if self.blobs_dir.is_dir():
                 refs = self._referenced_blobs()
                 for p in sorted(self.blobs_dir.glob("sha256-*.safetensors")):

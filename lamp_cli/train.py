@@ -178,10 +178,17 @@ def check_clips(clips: str | Path, frames: int, stride: int) -> list[ClipInfo]:
             raise InvalidInput(e.message, hint="remove or re-encode that file; lamp reads what ffmpeg can decode") from None
         if info.num_frames < need:
             longest = (info.num_frames - 1) // stride + 1
+            if longest >= 2:
+                hint = f"use --frames {longest} or less" + (" or a smaller --stride" if stride > 1 else "")
+                hint += ", or remove the clip"
+            elif info.num_frames >= 2:  # only a smaller stride fits this clip
+                hint = "use --stride 1 with fewer --frames, or remove the clip"
+            else:  # a still image: no --frames value can train on it
+                hint = "a motion is learned from at least 2 frames: remove the clip or use a longer one"
             raise InvalidInput(
-                f"clip {path} has {info.num_frames} frames; {frames} frames at stride {stride} need {need}",
-                hint=f"use --frames {longest} or less" + (" or a smaller --stride" if stride > 1 else "")
-                + ", or remove the clip",
+                f"clip {path} has {info.num_frames} frame{'s' if info.num_frames != 1 else ''}; "
+                f"{frames} frames at stride {stride} need {need}",
+                hint=hint,
             )
         infos.append(ClipInfo(path, info.num_frames, info.fps, info.width, info.height, _read_caption(path)))
     return infos
@@ -654,6 +661,33 @@ def _resume_command(clips: str | Path, name: str, base: str) -> str:
     return shlex.join(cmd + ["--resume"])
 
 
+def _publish_failed(
+    e: BaseException, name: str, steps: int, ckpt: Path, save_final: Callable[[], None] | None, resume: str
+) -> LampError:
+    """The error of a training whose publish failed (full disk, read-only registry, name taken):
+    the trained state is saved (or the last checkpoint kept) and the message says how to publish it."""
+    from .errors import from_os_error
+
+    why = from_os_error(e).message if isinstance(e, OSError) else e.message  # type: ignore[union-attr]
+    kept = None
+    if save_final is not None:
+        try:
+            save_final()
+            kept = f"the trained state (step {steps}) is saved in {ckpt}"
+        except (OSError, LampError) as e2:
+            log.warning("could not save the final checkpoint either: %s", e2)
+    if kept is None:
+        if ckpt.exists():
+            step = read_checkpoint_meta(ckpt).get("step", "?")
+            kept = f"the last checkpoint (step {step} of {steps}) is kept in {ckpt}"
+        else:
+            kept = "no checkpoint could be written (pass --checkpoint-every to keep one during training)"
+    return LampError(
+        f"training of '{name}' finished but publishing it failed: {why}. {kept}",
+        hint=f"fix that, then run `{resume}`: it publishes without training again (or finishes the last steps)",
+    )
+
+
 def _evaluate_safely(evaluator: Any, step: int, video_unet: Any, loss: float) -> None:
     """Score the motion at `step`; a failed evaluation is reported, and training goes on."""
     try:
@@ -1112,11 +1146,15 @@ def train_motion(
         best_adapter = _best_adapter(evaluator, train_record, md)
     if is_main:
         if publish:
-            manifest = registry.publish_adapter(adapter, force=force, source=f"lamp train {opts.clips}")
-            if best_adapter is not None:
-                best_manifest = registry.publish_adapter(
-                    best_adapter, force=force, source=f"lamp train {opts.clips} (best of '{name}')"
-                )
+            try:
+                manifest = registry.publish_adapter(adapter, force=force, source=f"lamp train {opts.clips}")
+                if best_adapter is not None:
+                    best_manifest = registry.publish_adapter(
+                        best_adapter, force=force, source=f"lamp train {opts.clips} (best of '{name}')"
+                    )
+            except (OSError, LampError) as e:
+                final = (lambda: write_checkpoint(step_done)) if accelerator.num_processes == 1 else None
+                raise _publish_failed(e, name, steps, ckpt, final, _resume_command(clips, name, base_spec)) from None
         if evaluator is not None:
             evaluator.cleanup()
         ckpt.unlink(missing_ok=True)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import LampError
+from ..errors import LampError, from_os_error
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
 COMMAND_MODULES = [
@@ -27,8 +31,58 @@ COMMAND_MODULES = [
     "lamp_cli.cli.doctor_cmd",  # doctor
 ]
 
+def _debug() -> bool:
+    return os.environ.get("LAMP_DEBUG", "") not in ("", "0")
+
+
+def _debug_command() -> str:
+    args = sys.argv[1:] if sys.argv and os.path.basename(sys.argv[0]) in ("lamp", "__main__.py") else []
+    return "LAMP_DEBUG=1 " + shlex.join(["lamp", *args]) if args else "LAMP_DEBUG=1 lamp ..."
+
+
+def report_failure(e: BaseException) -> int:
+    """Print a failure as `Error:` (and `Hint:`) lines on stderr; the exit code to use.
+
+    The one place where failures become messages: a LampError as it is, an OSError through
+    `errors.from_os_error` (naming the path and what to do), anything else as an internal error
+    with the command that shows the traceback. No Python traceback reaches a user unless
+    LAMP_DEBUG is set.
+    """
+    if isinstance(e, LampError):
+        _print_error(e.message, e.hint)
+        return e.exit_code
+    if isinstance(e, OSError):
+        err = from_os_error(e)
+        _print_error(err.message, err.hint)
+        return err.exit_code
+    if isinstance(e, MemoryError):
+        _print_error("out of memory", "use a smaller --width/--height/--frames, or close other programs")
+        return 1
+    detail = str(e).splitlines()[0][:300] if str(e).strip() else ""
+    _print_error(
+        f"internal error: {type(e).__name__}" + (f": {detail}" if detail else "") + " (a bug in lamp)",
+        f"run it again as `{_debug_command()}` to see the traceback, and report it",
+    )
+    return 1
+
+
+class _LampGroup(TyperGroup):
+    """The root command group: every command runs inside one failure net (`report_failure`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if _debug():
+                raise
+            raise click.exceptions.Exit(report_failure(e)) from None
+
+
 app = typer.Typer(
     name="lamp",
+    cls=_LampGroup,
     help="Learn a motion from a handful of clips and reuse it (LAMP, CVPR 2024).\n\n"
     "  lamp train ./guitar_clips --name guitar\n\n"
     "  lamp gen guitar \"a bear plays the guitar\"\n\n"
@@ -72,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: 0 ok, 1 error (printed as Error/Hint), 2 usage error, 130 interrupted.
     """
-    debug = os.environ.get("LAMP_DEBUG", "") not in ("", "0")
+    debug = _debug()
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="lamp", standalone_mode=False)
@@ -81,16 +135,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
-    except LampError as e:
-        if debug:
-            raise
-        _print_error(e.message, e.hint)
+    except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:
+        if debug:
+            raise
         # Click-style errors (usage errors, bad parameters). Typer re-exports them under
         # different module paths across releases, so recognise them by their interface.
-        if debug or not (hasattr(e, "show") and hasattr(e, "exit_code")):
-            raise
-        e.show(file=sys.stderr)
-        sys.exit(e.exit_code)
+        if hasattr(e, "show") and hasattr(e, "exit_code") and not isinstance(e, (LampError, OSError)):
+            e.show(file=sys.stderr)
+            sys.exit(e.exit_code)
+        sys.exit(report_failure(e))  # raised outside a command (e.g. while importing one)
     sys.exit(rc if isinstance(rc, int) else 0)
