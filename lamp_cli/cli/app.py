@@ -12,7 +12,6 @@ import shlex
 import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -66,18 +65,24 @@ def report_failure(e: BaseException) -> int:
     return 1
 
 
+def _is_click(e: BaseException) -> bool:
+    """A Click control-flow or usage exception (Typer vendors Click, so match by class name)."""
+    return any(
+        c.__name__ in ("ClickException", "Exit", "Abort") and c.__module__.split(".")[0] in ("click", "typer")
+        for c in type(e).__mro__
+    )
+
+
 class _LampGroup(TyperGroup):
     """The root command group: every command runs inside one failure net (`report_failure`)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, KeyboardInterrupt):
-            raise
         except Exception as e:  # noqa: BLE001 - the last line of defence
-            if _debug():
+            if _debug() or _is_click(e):
                 raise
-            raise click.exceptions.Exit(report_failure(e)) from None
+            raise typer.Exit(report_failure(e)) from None
 
 
 app = typer.Typer(
@@ -135,9 +140,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
     except Exception as e:
+        if _is_click(e) and type(e).__name__ == "Exit":
+            sys.exit(getattr(e, "exit_code", 1))
         if debug:
             raise
         # Click-style errors (usage errors, bad parameters). Typer re-exports them under
