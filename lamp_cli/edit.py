@@ -145,12 +145,11 @@ def check_video(video: str | Path, window: EditWindow) -> Any:
 def read_window(video: str | Path, window: EditWindow) -> tuple[np.ndarray, float]:
     """The window's frames (F×H×W×3 uint8, resized and center-cropped to the window's size) and
     the source's fps."""
-    from .video import read_video, resize_center_crop, sample_window
+    from .video import read_video, sample_window
 
-    clip = read_video(video)
+    clip = read_video(video, size=(window.width, window.height))  # resized while decoding
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
-    frames = sample_window(clip.frames, window.start, window.frames, window.stride)
-    return resize_center_crop(frames, window.width, window.height), float(clip.fps)
+    return sample_window(clip.frames, window.start, window.frames, window.stride), float(clip.fps)
 
 
 def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) -> Path:
@@ -163,12 +162,12 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}.get(file.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot write an image to {file.name}", hint="use a .png file name")
-    from .video import read_video, resize_center_crop
+    from .video import read_video
 
     check_video(video, window)
-    clip = read_video(video)
+    clip = read_video(video, size=(window.width, window.height))  # resized while decoding
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
-    first = resize_center_crop(clip.frames[window.start], window.width, window.height)
+    first = clip.frames[window.start]
     if fmt != "PNG":
         log.warning("%s is lossy: the exported frame will differ from the video's (use .png to keep it exact)", fmt)
     import io

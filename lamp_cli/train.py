@@ -279,19 +279,19 @@ def encode_clips(
     """Read, center-crop and VAE-encode every clip once (and its mirror image)."""
     import torch
 
-    from .video import read_video, resize_center_crop
+    from .video import read_video
 
     unique = list(dict.fromkeys(prompts))
     cache = []
     for info, prompt in zip(infos, prompts, strict=True):
-        clip = read_video(info.path)
+        clip = read_video(info.path, size=(width, height))  # resized frame by frame while decoding
         if clip.num_frames < need:  # probing counts packets; decoding is the truth
             raise InvalidInput(
                 f"clip {info.path} decodes to {clip.num_frames} frames; the window needs {need}",
                 hint="use fewer --frames or a smaller --stride, or remove the clip",
             )
         info.num_frames = clip.num_frames
-        frames = resize_center_crop(clip.frames, width, height)  # T×H×W×3 uint8
+        frames = clip.frames  # T×H×W×3 uint8
         mean, std = zip(
             encode_frames(base.vae, frames, latent_scale=base.latent_scale),
             encode_frames(base.vae, frames[:, :, ::-1], latent_scale=base.latent_scale),
