@@ -236,6 +236,51 @@ MANIFEST: tuple[Field, ...] = (
 )
 
 
+def _list_of(item: Callable[[Any], Any], lo: int, hi: int) -> Callable[[Any], list[Any]]:
+    def parse(v: Any) -> list[Any]:
+        if not isinstance(v, list) or not lo <= len(v) <= hi:
+            raise _Bad
+        return [item(x) for x in v]
+
+    return parse
+
+
+def _one_or_list(item: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    many = _list_of(item, 1, 16)
+    return lambda v: many(v) if isinstance(v, list) else item(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad
+    return v
+
+
+def _opt(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else inner(v)
+
+
+_BLOCK_NAME = _text(MAX_SHORT)
+_CHANNELS = _int(1, 16384)
+
+# The `config.json` of an official LAMP checkpoint (the reference's UNet3DConditionModel):
+# the fields lamp reads, with their JSON types. Other keys are ignored.
+OFFICIAL_CONFIG: tuple[Field, ...] = (
+    Field("_class_name", "a string (UNet3DConditionModel)", _text(MAX_SHORT)),
+    Field("block_out_channels", "a list of 1-8 whole numbers in 1..16384", _list_of(_CHANNELS, 1, 8)),
+    Field("layers_per_block", "a whole number in 1..64, or a list of them", _one_or_list(_int(1, 64))),
+    Field("cross_attention_dim", "a whole number in 1..16384, or a list of them", _one_or_list(_CHANNELS)),
+    Field("down_block_types", "a list of 1-8 block names (strings)", _list_of(_BLOCK_NAME, 1, 8)),
+    Field("up_block_types", "a list of 1-8 block names (strings)", _list_of(_BLOCK_NAME, 1, 8)),
+    Field("mid_block_type", "null or a block name (string)", _opt(_BLOCK_NAME), required=False),
+    Field("in_channels", "a whole number in 1..64", _int(1, 64), required=False),
+    Field("out_channels", "a whole number in 1..64", _int(1, 64), required=False),
+    Field("attention_head_dim", "a whole number in 1..4096, or a list of them", _one_or_list(_int(1, 4096)), required=False),
+    Field("norm_num_groups", "a whole number in 1..1024", _int(1, 1024), required=False),
+    Field("use_linear_projection", "true or false", _bool, required=False),
+)
+
+
 def shown(value: Any, limit: int = 60) -> str:
     """A value as a user should see it in a message: short, one line."""
     text = value if isinstance(value, str) else repr(value)
