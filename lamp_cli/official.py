@@ -118,7 +118,10 @@ def locate(path: str | Path) -> OfficialCheckpoint:
         raise InvalidInput(f"{config_file} is not readable ({e.strerror or e})") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise InvalidInput(f"{config_file} is larger than any UNet config ({MAX_CONFIG_BYTES} bytes)")
-    config = loads_strict(raw, what=str(config_file))
+    try:
+        config = loads_strict(raw, what=str(config_file))
+    except InvalidInput as e:
+        raise InvalidInput(e.message.replace("is not valid JSON", "is not a readable JSON file")) from None
     if not isinstance(config, dict):
         raise InvalidInput(f"{config_file} does not hold a JSON object")
     check_config(config, what=str(config_file))
