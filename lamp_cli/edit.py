@@ -35,6 +35,7 @@ import numpy as np
 
 from .errors import InvalidInput, LampError, NotFound, RegistryError
 from .fsutil import atomic_write_bytes, atomic_write_text
+from .jsonio import dumps_strict
 from .progress import Reporter
 
 if TYPE_CHECKING:
@@ -611,8 +612,8 @@ def _find_or_train(
         stale.unlink(missing_ok=True)
     atomic_write_text(
         folder / "tuning.json",
-        json.dumps({"key": key, "digest": manifest.digest, "settings": tuning, "video": str(video)},
-                   indent=2, sort_keys=True) + "\n",
+        dumps_strict({"key": key, "digest": manifest.digest, "settings": tuning, "video": str(video)},
+                     what="tuning.json", indent=2, sort_keys=True) + "\n",
     )
     return manifest, result.adapter, True, seconds
 

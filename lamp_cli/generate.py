@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .errors import InvalidInput, UsageError
+from .jsonio import dumps_strict
 
 FORMATS = ("mp4", "gif", "webm", "frames")
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "frames": ""}
@@ -147,7 +148,7 @@ def save_video(
         top = top.parent
     try:
         write_video(frames, path, fps=fps, format=fmt)
-        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(sidecar, dumps_strict(doc, what=f"the sidecar {sidecar}", indent=2, sort_keys=True, default=str) + "\n")
     except BaseException:
         with contextlib.suppress(OSError):
             if path.is_dir():

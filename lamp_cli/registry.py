@@ -49,7 +49,7 @@ from .adapter import (
     summarize_header,
 )
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
-from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
+from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer, make_output_folder
 from .jsonio import dumps_strict, loads_strict
 from .settings import DEFAULT_LOCK_TIMEOUT, lamp_home  # noqa: F401 (re-exported)
 from .settings import lock_timeout as lock_timeout_setting
@@ -722,6 +722,7 @@ class Registry:
         dest = Path(file)
         if dest.is_dir():
             dest = dest / f"{name}.safetensors"
+        make_output_folder(dest.parent)
         h = hashlib.sha256()
         with m.blob_path.open("rb") as src, atomic_writer(dest) as out:
             for chunk in iter(lambda: src.read(_CHUNK), b""):

@@ -36,6 +36,7 @@ from . import settings
 from .adapter import check_adapter_dtype
 from .engine import resolve_device, resolve_dtype
 from .errors import Interrupted, InvalidInput, LampError, NotFound
+from .jsonio import dumps_strict
 from .progress import Reporter, reporter_or_null
 
 log = logging.getLogger("lamp")
@@ -404,7 +405,10 @@ def save_checkpoint(path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -
 
     tmp = temp_sibling(path)
     try:
-        save_file(tensors, tmp, metadata={"format": "pt", "lamp.checkpoint": json.dumps(meta, default=str)})
+        # strict JSON: a non-finite loss (an fp16 overflow step) is stored as null, read back as nan
+        meta = {**meta, "losses": [v if math.isfinite(v) else None for v in meta.get("losses", [])]}
+        text = dumps_strict(meta, what="the checkpoint's record", default=str)
+        save_file(tensors, tmp, metadata={"format": "pt", "lamp.checkpoint": text})
         replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -993,7 +997,8 @@ def train_motion(
     start_step, elapsed_before = 0, 0.0
     if meta is not None:
         _restore_checkpoint(ckpt, video_unet, optimizer, names, meta)
-        start_step, losses, elapsed_before = int(meta["step"]), list(meta["losses"]), float(meta["seconds"])
+        start_step, elapsed_before = int(meta["step"]), float(meta["seconds"])
+        losses = [math.nan if v is None else v for v in meta["losses"]]
         if is_main:
             log.info("resuming '%s' at step %d of %d", name, start_step, steps)
     model, optimizer = accelerator.prepare(video_unet, optimizer)

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInput, NotFound
-from .fsutil import TMP_PREFIX, atomic_writer, temp_sibling, umask
+from .fsutil import TMP_PREFIX, atomic_writer, make_output_folder, temp_sibling, umask
 
 log = logging.getLogger("lamp")
 
@@ -610,9 +610,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float, format: str | 
     path = Path(path)
     fmt = _format_for(path, format)
     arr = _check_frames(frames)
-    if not fps > 0:
-        raise InvalidInput(f"fps must be positive, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (fps > 0 and math.isfinite(fps)):
+        raise InvalidInput(f"fps must be a positive finite number, got {fps}")
+    make_output_folder(path.parent)
     if fmt == "mp4":
         _write_ffmpeg(
             arr, path, fps, "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]

@@ -7,13 +7,13 @@ inside the commands, when CLIP or the engine loads.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ..errors import UsageError
+from ..jsonio import dumps_strict
 from .render import emit_json, info, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -229,7 +229,7 @@ def cmd_eval(
             "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt},
         }
     )
-    atomic_write_text(out_dir / "eval.json", json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out_dir / "eval.json", dumps_strict(report, what="eval.json", indent=2, sort_keys=True, default=str) + "\n")
     if json_out:
         emit_json(report)
     else:

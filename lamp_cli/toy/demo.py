@@ -9,7 +9,6 @@ show what the prompt asked for?
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput
+from ..jsonio import dumps_strict
 from ..progress import Reporter
 from . import world
 
@@ -277,7 +277,9 @@ def run_demo(
         sample_seconds = time.perf_counter() - t0
 
         # 5. write the video three ways and measure it
-        out.mkdir(parents=True, exist_ok=True)
+        from ..fsutil import make_output_folder
+
+        make_output_folder(out)
         stem = name
         files = {
             "mp4": write_video(result.frames, out / f"{stem}.mp4", fps=8),
@@ -301,7 +303,7 @@ def run_demo(
         from ..fsutil import atomic_write_text
 
         sidecar = out / f"{stem}.json"
-        atomic_write_text(sidecar, json.dumps({**demo.to_json(), "record": result.record}, indent=2, default=str))
+        atomic_write_text(sidecar, dumps_strict({**demo.to_json(), "record": result.record}, what="the demo sidecar", indent=2, default=str))
         demo.files["json"] = sidecar
         return demo
     finally:
