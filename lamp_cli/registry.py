@@ -342,7 +342,10 @@ class Registry:
         return self._read_manifest(name)
 
     def exists(self, name: str) -> bool:
-        return self.manifest_path(name).exists()
+        if self.manifest_path(name).exists():
+            return True
+        self.check_root()  # "no such motion" must not hide a LAMP_HOME that is a file
+        return False
 
     def names(self) -> list[str]:
         self.check_root()

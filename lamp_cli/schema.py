@@ -205,7 +205,7 @@ ADAPTER_HEADER: tuple[Field, ...] = (
     Field("lamp.base", _BASE_FORM, _json(_base)),
     Field("lamp.architecture", _ARCH_FORM, _architecture),
     Field("lamp.frames", f"a whole number in {MIN_FRAMES}..{MAX_FRAMES} (decimal digits)", _int_text(MIN_FRAMES, MAX_FRAMES)),
-    Field("lamp.size", f"JSON {_SIZE_FORM}", _json(_size)),
+    Field("lamp.size", _SIZE_FORM, _json(_size)),
     Field("lamp.train", f"a JSON object (nested at most {MAX_JSON_DEPTH} deep, no NaN/Infinity)", _json(_object)),
     Field("lamp.created", f"a string of 1-{MAX_SHORT} characters (UTC, ISO 8601)", _text(MAX_SHORT)),
     Field("lamp.version", f"a string of 1-{MAX_SHORT} characters", _text(MAX_SHORT)),

@@ -860,10 +860,11 @@ def train_motion(
         checkpoint_every = saved.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
     if checkpoint_every < 0:
         raise InvalidInput(f"--checkpoint-every must be 0 (only on Ctrl-C) or positive, got {checkpoint_every}")
-    if meta is not None and meta["step"] >= steps:
+    # a checkpoint at exactly --steps is a finished run whose publish failed: resuming publishes it
+    if meta is not None and meta["step"] > steps:
         raise InvalidInput(
-            f"the checkpoint of '{name}' is at step {meta['step']}, not before --steps {steps}",
-            hint=f"pass --steps larger than {meta['step']}",
+            f"the checkpoint of '{name}' is at step {meta['step']}, past --steps {steps}",
+            hint=f"pass --steps {meta['step']} or more",
         )
 
     dev = str(resolve_device(device or settings.get("device")))  # "cpu", "cuda", "cuda:1", "mps"

@@ -119,11 +119,14 @@ for _mod in COMMAND_MODULES:
 
 
 def _print_error(message: str, hint: str | None) -> None:
+    from rich.markup import escape
+
     from .render import err_console
 
-    err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages quote user data and expected forms like [width, height], never markup
+    err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[bold]Hint:[/bold] {hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold]Hint:[/bold] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

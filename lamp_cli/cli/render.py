@@ -39,7 +39,9 @@ def setup_logging(quiet: bool = False) -> None:
         _lamp_cli = True
 
         def emit(self, record: logging.LogRecord) -> None:
-            msg = record.getMessage()
+            from rich.markup import escape
+
+            msg = escape(record.getMessage())  # library messages are plain text, never markup
             if record.levelno >= logging.WARNING:
                 err_console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False)
             else:
