@@ -1,6 +1,6 @@
 """A motion adapter: exactly what a learned motion adds to or changes in its base UNet.
 
-One safetensors file. Tensors are keyed by module path in the inflated UNet (DESIGN §3):
+One safetensors file. Tensors are keyed by module path in the inflated UNet (docs/method.md):
 the added modules' tensors (`...conv1d.*`, `...conv_gate.*`, `...attn_temp.*`, `...norm_temp.*`)
 and, for tuned base weights, the difference tuned − base under the base key with a `.delta`
 suffix (`...attn1.to_q.weight.delta`). The header's `__metadata__` holds strings only:
@@ -22,7 +22,9 @@ from typing import Any, BinaryIO
 
 from . import __version__, schema
 from .errors import IncompatibleAdapter, InvalidInput
+from .fsutil import atomic_write_bytes
 from .jsonio import dumps_strict, loads_strict
+from .models.base import architecture_of
 
 log = logging.getLogger("lamp")
 
@@ -142,7 +144,6 @@ class MotionAdapter:
 
     def save(self, path: str | Path) -> Path:
         """Write the adapter to one safetensors file, atomically."""
-        from .fsutil import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
         return Path(path)
@@ -249,7 +250,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return read_header_bytes(prefix, what=str(path), total=total)
 
 
-# --- the adapter format, checked from the header and bytes (no torch) --------------------------------------------------------
+# --- the adapter format, checked from the header and bytes (no torch) ---------------------------
 
 # Channel counts where an SD-1.x UNet has motion layers: conv_out (4) and the three block widths.
 _SD1_CONV_CHANNELS = {4, 320, 640, 1280}
@@ -293,7 +294,7 @@ def _check_role(key: str, shape: list[int], what: str) -> tuple[str, int | None]
     if param not in ("weight", "bias"):
         raise InvalidInput(f"{what}: unexpected tensor '{key}' (not a weight or bias)")
     if parts[-2] == "conv1d":
-        # Conv1d(C, C, 3): dense channel mixing over frames (DESIGN §3)
+        # Conv1d(C, C, 3): dense channel mixing over frames (docs/method.md)
         if param == "weight" and not (len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3):
             raise bad("C×C×3 (a kernel-3 conv over frames)")
         if param == "bias" and len(shape) != 1:
@@ -518,7 +519,7 @@ def summarize_header(header: dict[str, Any]) -> dict[str, Any]:
 
 # --- a motion adapter and the video UNet: extract, apply, blend ---------------------------------
 #
-# What an adapter holds (DESIGN §4): the tensors of every module the inflation added (conv1d,
+# What an adapter holds (docs/registry.md): the tensors of every module the inflation added (conv1d,
 # conv_gate, attn_temp, norm_temp) as they are, and for the pretrained weights LAMP tunes
 # (attn1.to_q) the difference tuned − base under `<key>.delta`. Applying sets the added modules to
 # the adapter's tensors and attn1.to_q to base + delta. Blending several adapters with weights wᵢ
@@ -561,7 +562,6 @@ def extract(
     """
     import torch
 
-    from .models.base import architecture_of
     from .models.video_unet import is_added_key, is_tuned_base_key
 
     dtype = torch.float16 if dtype is None else dtype
@@ -639,7 +639,6 @@ def apply(
     """
     import torch
 
-    from .models.base import architecture_of
 
     items = _blend_list(adapters, weight)
     unet = _video_parts(video_unet)

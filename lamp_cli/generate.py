@@ -17,7 +17,10 @@ from typing import Any
 
 from . import __version__
 from .errors import InvalidInput, UsageError
+from .fsutil import atomic_write_text
 from .jsonio import dumps_strict
+from .registry import validate_name
+from .video import write_video
 
 FORMATS = ("mp4", "gif", "webm", "frames")
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "frames": ""}
@@ -26,7 +29,6 @@ SIDECAR_VERSION = 1
 
 def parse_motion(spec: str) -> tuple[str, float]:
     """`name` or `name:weight` -> (name, weight); the weight defaults to 1."""
-    from .registry import validate_name
 
     name, sep, weight = spec.rpartition(":")
     if not sep:
@@ -134,8 +136,6 @@ def save_video(
 
     A default-named output taken since it was planned moves on to the next free number.
     """
-    from .fsutil import atomic_write_text
-    from .video import write_video
 
     if not overwrite and (path.exists() or sidecar_path(path).exists()):
         path = unique_path(path.parent, path.name.removesuffix(EXTENSIONS[fmt]), fmt)

@@ -1,6 +1,6 @@
 """The motion registry: named manifests pointing at immutable, content-addressed adapter blobs.
 
-Layout under the root (`LAMP_HOME`, DESIGN §5):
+Layout under the root (`LAMP_HOME`, docs/registry.md):
 
     manifests/<name>.json                  one small JSON document per name
     blobs/sha256-<hex>.safetensors         the adapter file; <hex> is the sha256 of its bytes
@@ -40,6 +40,7 @@ from typing import Any
 from . import schema
 from .adapter import (
     HeaderSummary,
+    MotionAdapter,
     check_adapter_bytes,
     check_adapter_file,
     check_adapter_metadata,
@@ -419,7 +420,6 @@ class Registry:
 
     def load_adapter(self, name: str) -> Any:
         """The `MotionAdapter` of `name` (imports torch)."""
-        from .adapter import MotionAdapter
 
         return MotionAdapter.from_bytes(self.read_bytes(name))
 
@@ -551,7 +551,6 @@ class Registry:
         self, adapter: Any, *, name: str | None = None, force: bool = False, source: str | None = None
     ) -> Manifest:
         """Serialise a `MotionAdapter` and store it (its lamp.name, or `name`, names it)."""
-        from .adapter import MotionAdapter
 
         name = validate_name(name or adapter.name)
         if not force and self.exists(name):
@@ -570,7 +569,6 @@ class Registry:
         source: str | None = None,
     ) -> Manifest:
         """Build a `MotionAdapter` from tensors + `lamp.*` metadata and store it under its name."""
-        from .adapter import MotionAdapter
 
         name = name or metadata.get("lamp.name")
         if not name:

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import LampError, from_os_error
+from .options import refresh_help
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
 COMMAND_MODULES = [
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     Exit codes: 0 ok, 1 error (printed as Error/Hint), 2 usage error, 130 interrupted.
     """
     debug = _debug()
+    refresh_help()
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="lamp", standalone_mode=False)
