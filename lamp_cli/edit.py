@@ -472,7 +472,7 @@ def save_inverted(path: Path, latents: torch.Tensor, metadata: dict[str, Any]) -
     from safetensors.torch import save
 
     md = {"format": "pt", "lamp.inversion_format": INVERSION_FORMAT}
-    md.update({f"lamp.{k}": json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    md.update({f"lamp.{k}": dumps_strict(v, what=f"lamp.{k}", sort_keys=True) for k, v in metadata.items()})
     atomic_write_bytes(path, save({"latents": latents.contiguous().float()}, metadata=md))
 
 

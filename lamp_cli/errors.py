@@ -90,10 +90,12 @@ def _under(path: str, root: str | None) -> bool:
         return False
 
 
-def from_os_error(e: OSError, path: str | None = None) -> FileSystemError:
+def from_os_error(e: OSError, path: str | None = None, *, home: str | None = None) -> FileSystemError:
     """The one translation of an OSError into a message naming the path and what to do.
 
-    The whole message fits on one `Error:` line (no hint), so a script sees one line per failure.
+    `home`: the registry root (`settings.lamp_home()`; default: `LAMP_HOME` if set), so a failure
+    inside it says to point LAMP_HOME elsewhere. The whole message fits on one `Error:` line (no
+    hint), so a script sees one line per failure.
     """
     import errno
     import os
@@ -102,14 +104,7 @@ def from_os_error(e: OSError, path: str | None = None) -> FileSystemError:
     if e.filename2:
         path = f"{path} -> {e.filename2}"
     shown = f" {path}" if path else ""
-    home = os.environ.get("LAMP_HOME") or ""
-    if not home:
-        try:
-            from .settings import lamp_home
-
-            home = str(lamp_home())
-        except Exception:  # platformdirs missing or broken: no registry hint then
-            home = ""
+    home = home or os.environ.get("LAMP_HOME") or ""
     in_home = bool(path) and _under(str(e.filename or ""), home)
     where = "LAMP_HOME" if in_home else "the folder"
     code = e.errno

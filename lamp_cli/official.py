@@ -18,7 +18,6 @@ stored; a failed import leaves the registry as it was.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pickle
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from . import schema, settings
 from .adapter import check_adapter_dtype, extract, make_metadata
 from .devices import resolve_dtype
 from .errors import IncompatibleAdapter, InvalidInput, NameTaken
-from .jsonio import loads_strict
+from .jsonio import dumps_strict, loads_strict
 from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
 from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
@@ -551,7 +550,7 @@ def import_official(
         width=width,
         height=height,
         train=train,
-        official=json.dumps(provenance, sort_keys=True),
+        official=dumps_strict(provenance, what="lamp.official", sort_keys=True),
     )
 
     torch_dtype = resolve_dtype(dtype)

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import LampError, from_os_error
+from ..settings import lamp_home
 from .options import refresh_help
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
@@ -52,7 +53,11 @@ def report_failure(e: BaseException) -> int:
         _print_error(e.message, e.hint)
         return e.exit_code
     if isinstance(e, OSError):
-        err = from_os_error(e)
+        try:
+            home: str | None = str(lamp_home())
+        except Exception:  # noqa: BLE001 - a broken platformdirs must not hide the real error
+            home = None
+        err = from_os_error(e, home=home)
         _print_error(err.message, err.hint)
         return err.exit_code
     if isinstance(e, MemoryError):

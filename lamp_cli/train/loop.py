@@ -270,7 +270,7 @@ def _publish_failed(
 ) -> LampError:
     """The error of a training whose publish failed (full disk, read-only registry, name taken):
     the trained state is saved (or the last checkpoint kept) and the message says how to publish it."""
-    why = from_os_error(e).message if isinstance(e, OSError) else e.message  # type: ignore[union-attr]
+    why = from_os_error(e, home=str(settings.lamp_home())).message if isinstance(e, OSError) else e.message  # type: ignore[union-attr]
     kept = None
     if save_final is not None:
         try:
