@@ -447,6 +447,17 @@ def _image_error(path: Path, e: BaseException) -> InvalidInput:
     from PIL import Image
 
     if isinstance(e, Image.DecompressionBombError):  # Pillow's own limit, hit before ours
+        limit = Image.MAX_IMAGE_PIXELS
+        try:  # read the size from the header alone (no pixels are decoded), to say it lamp's way
+            Image.MAX_IMAGE_PIXELS = None
+            with Image.open(path) as im:
+                check_image_size(*im.size, f"image {path}")
+        except InvalidInput as ours:
+            return ours
+        except Exception:  # noqa: BLE001 - unreadable after all: Pillow's words below
+            pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
         return InvalidInput(
             f"image {path} is too large to read (Pillow: {e})".replace(", could be decompression bomb DOS attack", ""),
             hint="scale it down first; lamp works at 512x320 anyway",
