@@ -436,7 +436,7 @@ def test_output_into_a_missing_folder_is_created_and_said(tmp_path, capsys, lamp
     dest = tmp_path / "new" / "deeper" / "g.safetensors"
     code, out, err = run(capsys, "export", "guitar", "-o", dest)
     assert code == 0 and dest.exists()
-    assert f"created folder {tmp_path / 'new'}" in err
+    assert f"created folder {tmp_path / 'new'} (and {dest.parent})" in " ".join(err.split())
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, out, err = run(capsys, "export", "guitar", "-o", blocker / "g.safetensors")

@@ -43,9 +43,9 @@ def setup_logging(quiet: bool = False) -> None:
 
             msg = escape(record.getMessage())  # library messages are plain text, never markup
             if record.levelno >= logging.WARNING:
-                err_console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False)
+                err_console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
             else:
-                err_console.print(msg, highlight=False)
+                err_console.print(msg, highlight=False, soft_wrap=True)
 
     logger.addHandler(_Handler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
