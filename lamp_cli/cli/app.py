@@ -13,12 +13,14 @@ import sys
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import LampError, from_os_error
 from ..settings import lamp_home
 from .options import refresh_help
+from .render import err_console
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
 COMMAND_MODULES = [
@@ -125,10 +127,6 @@ for _mod in COMMAND_MODULES:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    from rich.markup import escape
-
-    from .render import err_console
-
     # escaped: messages quote user data and expected forms like [width, height], never markup
     err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
