@@ -82,13 +82,13 @@ class PlainReporter:
         self._t0 = self._last = self._clock()
         self._write(f"{task}: started" + (f" ({total} steps)" if total else ""))
 
-    def _line(self, now: float) -> str:
+    def _line(self, now: float, *, final: bool = False) -> str:
         elapsed = max(now - self._t0, 1e-9)
         rate = self._done / elapsed
         parts = [f"{self._task}: {self._done}" + (f"/{self._total}" if self._total else "")]
         parts += [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self._fields.items()]
         parts.append(f"{rate:.2f} it/s")
-        if self._total and rate > 0:
+        if self._total and rate > 0 and not final:
             parts.append(f"ETA {_duration(max(self._total - self._done, 0) / rate)}")
         parts.append(f"elapsed {_duration(elapsed)}")
         return "  ".join(parts)
@@ -107,5 +107,5 @@ class PlainReporter:
         if self._task is None:
             return
         now = self._clock()
-        self._write(self._line(now).replace(f"{self._task}: ", f"{self._task}: done ", 1))
+        self._write(self._line(now, final=True).replace(f"{self._task}: ", f"{self._task}: done ", 1))
         self._task = None

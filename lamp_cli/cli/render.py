@@ -26,7 +26,7 @@ def emit_json(obj: Any) -> None:
 
 
 def info(msg: str) -> None:
-    err_console.print(msg, highlight=False)
+    err_console.print(msg, highlight=False, soft_wrap=True)
 
 
 def setup_logging(quiet: bool = False) -> None:
