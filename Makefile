@@ -18,8 +18,9 @@ $(BIN)/lamp: pyproject.toml
 
 venv: $(BIN)/lamp
 
+# The demo writes into out/demo/ (ignored by git, like every lamp-demo-*/ folder).
 demo: $(BIN)/lamp
-	$(BIN)/lamp demo
+	$(BIN)/lamp demo --out out/demo
 
 test: $(BIN)/lamp
 	$(BIN)/python -m pytest -q -p no:cacheprovider

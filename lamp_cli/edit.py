@@ -40,6 +40,7 @@ from .errors import Interrupted, InvalidInput, LampError, NotFound, RegistryErro
 from .first_frame import FIRST_FRAME_GUIDANCE, image_to_image
 from .fsutil import atomic_write_bytes, atomic_write_text
 from .inversion import ddim_invert
+from .jsonio import dumps_strict
 from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
 from .requests import SampleRequest
@@ -155,10 +156,9 @@ def read_window(video: str | Path, window: EditWindow) -> tuple[np.ndarray, floa
     """The window's frames (F×H×W×3 uint8, resized and center-cropped to the window's size) and
     the source's fps."""
 
-    clip = read_video(video)
+    clip = read_video(video, size=(window.width, window.height))  # resized while decoding
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
-    frames = sample_window(clip.frames, window.start, window.frames, window.stride)
-    return resize_center_crop(frames, window.width, window.height), float(clip.fps)
+    return sample_window(clip.frames, window.start, window.frames, window.stride), float(clip.fps)
 
 
 def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) -> Path:
@@ -173,9 +173,9 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
         raise InvalidInput(f"cannot write an image to {file.name}", hint="use a .png file name")
 
     check_video(video, window)
-    clip = read_video(video)
+    clip = read_video(video, size=(window.width, window.height))  # resized while decoding
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
-    first = resize_center_crop(clip.frames[window.start], window.width, window.height)
+    first = clip.frames[window.start]
     if fmt != "PNG":
         log.warning("%s is lossy: the exported frame will differ from the video's (use .png to keep it exact)", fmt)
     import io
@@ -473,7 +473,7 @@ def save_inverted(path: Path, latents: torch.Tensor, metadata: dict[str, Any]) -
     from safetensors.torch import save
 
     md = {"format": "pt", "lamp.inversion_format": INVERSION_FORMAT}
-    md.update({f"lamp.{k}": json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    md.update({f"lamp.{k}": dumps_strict(v, what=f"lamp.{k}", sort_keys=True) for k, v in metadata.items()})
     atomic_write_bytes(path, save({"latents": latents.contiguous().float()}, metadata=md))
 
 
@@ -609,8 +609,8 @@ def _find_or_train(
         stale.unlink(missing_ok=True)
     atomic_write_text(
         folder / "tuning.json",
-        json.dumps({"key": key, "digest": manifest.digest, "settings": tuning, "video": str(video)},
-                   indent=2, sort_keys=True) + "\n",
+        dumps_strict({"key": key, "digest": manifest.digest, "settings": tuning, "video": str(video)},
+                     what="tuning.json", indent=2, sort_keys=True) + "\n",
     )
     return manifest, result.adapter, True, seconds
 

@@ -73,3 +73,80 @@ class Interrupted(LampError):
     """Work was interrupted by the user (Ctrl-C) after saving what could be saved."""
 
     exit_code = 130
+
+
+class FileSystemError(LampError):
+    """The operating system refused a file operation (full disk, read-only, permissions, ...)."""
+
+
+def _under(path: str, root: str | None) -> bool:
+    if not root:
+        return False
+    import os
+
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(root)]) == os.path.abspath(root)
+    except ValueError:
+        return False
+
+
+def from_os_error(e: OSError, path: str | None = None, *, home: str | None = None) -> FileSystemError:
+    """The one translation of an OSError into a message naming the path and what to do.
+
+    `home`: the registry root (`settings.lamp_home()`; default: `LAMP_HOME` if set), so a failure
+    inside it says to point LAMP_HOME elsewhere. The whole message fits on one `Error:` line (no
+    hint), so a script sees one line per failure.
+    """
+    import errno
+    import os
+
+    path = path or e.filename or ""
+    if e.filename2:
+        path = f"{path} -> {e.filename2}"
+    shown = f" {path}" if path else ""
+    home = home or os.environ.get("LAMP_HOME") or ""
+    in_home = bool(path) and _under(str(e.filename or ""), home)
+    where = "LAMP_HOME" if in_home else "the folder"
+    code = e.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        what = "no space left on the device" + (f" holding{shown}" if path else "")
+        todo = "free some space (`lamp gc` removes leftovers) and run the command again"
+    elif code == errno.EROFS:
+        what = f"cannot write{shown}: the file system is read-only"
+        todo = (
+            "point LAMP_HOME at a writable folder (read-only commands like `lamp list` still work)"
+            if in_home
+            else "choose a writable location"
+        )
+    elif code in (errno.EACCES, errno.EPERM):
+        what = f"permission denied:{shown}" if path else "permission denied"
+        todo = f"check the permissions of {where}, or point LAMP_HOME at a folder you own" if in_home else (
+            "check its permissions, or choose another location"
+        )
+    elif code == errno.ENOTDIR:
+        what = f"{path or 'a path'}: a part of this path is a file, not a folder"
+        todo = "set LAMP_HOME to a folder (or move the file away)" if in_home else "fix the path"
+    elif code == errno.EISDIR:
+        what = f"{path or 'the path'} is a folder, expected a file"
+        todo = "pass a file"
+    elif code == errno.ENOENT:
+        what = f"no such file or folder:{shown}"
+        todo = "check the path"
+    elif code == errno.EEXIST:
+        what = f"{path or 'the path'} already exists"
+        todo = "remove it or choose another name"
+    elif code in (errno.EMFILE, errno.ENFILE):
+        what = "too many open files"
+        todo = "close other programs or raise the limit (`ulimit -n`)"
+    elif code == errno.ENAMETOOLONG:
+        what = f"file name too long:{shown[:200]}"
+        todo = "use a shorter path"
+    elif code == errno.EIO:
+        what = f"input/output error on{shown}"
+        todo = "the disk or network share may be failing; check it and retry"
+    else:
+        what = f"{e.strerror or type(e).__name__}:{shown}" if path else str(e) or type(e).__name__
+        todo = "check the path and retry"
+    err = FileSystemError(f"{what}; {todo}")
+    err.errno = code  # type: ignore[attr-defined]
+    return err

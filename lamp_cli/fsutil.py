@@ -7,6 +7,7 @@ mid-write leaves only a `.tmp-*` file that `lamp gc` removes.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -80,3 +81,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def make_output_folder(folder: str | Path) -> Path:
+    """Create the folder an output (`-o`) goes into, with any missing parents, saying so.
+
+    lamp's rule for `-o` (docs/cli.md): a missing folder is created, and a line on stderr names
+    it, so a typo in a path is visible rather than silent. A file in the way is an error.
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    top = folder
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    folder.mkdir(parents=True, exist_ok=True)  # an OSError here names the path (NotADirectoryError, ...)
+    logging.getLogger("lamp").info("created folder %s", top if top == folder else f"{top} (and {folder})")
+    return folder

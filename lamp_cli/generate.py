@@ -18,6 +18,7 @@ from typing import Any
 from . import __version__
 from .errors import InvalidInput, UsageError
 from .fsutil import atomic_write_text
+from .jsonio import dumps_strict
 from .registry import validate_name
 from .video import write_video
 
@@ -147,7 +148,7 @@ def save_video(
         top = top.parent
     try:
         write_video(frames, path, fps=fps, format=fmt)
-        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
+        atomic_write_text(sidecar, dumps_strict(doc, what=f"the sidecar {sidecar}", indent=2, sort_keys=True, default=str) + "\n")
     except BaseException:
         with contextlib.suppress(OSError):
             if path.is_dir():

@@ -18,7 +18,6 @@ stored; a failed import leaves the registry as it was.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pickle
 from collections.abc import Mapping
@@ -26,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import settings
+from . import schema, settings
 from .adapter import check_adapter_dtype, extract, make_metadata
 from .devices import resolve_dtype
 from .errors import IncompatibleAdapter, InvalidInput, NameTaken
+from .jsonio import dumps_strict, loads_strict
 from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
 from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
@@ -71,6 +71,7 @@ FP16_ATOL = 1e-7
 # The reference trains and releases 16-frame, 512×320 motions (configs/horse-videoset.yaml).
 REFERENCE_FRAMES, REFERENCE_WIDTH, REFERENCE_HEIGHT = 16, 512, 320
 _SHOW = 5  # how many offending keys an error names
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -114,9 +115,15 @@ def locate(path: str | Path) -> OfficialCheckpoint:
             hint="pass the folder that holds config.json and diffusion_pytorch_model.bin (the motion's unet/)",
         )
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidInput(f"{config_file} is not a readable JSON file ({e})") from e
+        raw = config_file.read_bytes()[: MAX_CONFIG_BYTES + 1]
+    except OSError as e:
+        raise InvalidInput(f"{config_file} is not readable ({e.strerror or e})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InvalidInput(f"{config_file} is larger than any UNet config ({MAX_CONFIG_BYTES} bytes)")
+    try:
+        config = loads_strict(raw, what=str(config_file))
+    except InvalidInput as e:
+        raise InvalidInput(e.message.replace("is not valid JSON", "is not a readable JSON file")) from None
     if not isinstance(config, dict):
         raise InvalidInput(f"{config_file} does not hold a JSON object")
     check_config(config, what=str(config_file))
@@ -142,23 +149,12 @@ def check_config(config: dict[str, Any], *, what: str = "config.json") -> None:
     cls = config.get("_class_name")
     if cls != OFFICIAL_CLASS:
         raise InvalidInput(
-            f"{what} describes a {cls or 'model without _class_name'}, not a LAMP {OFFICIAL_CLASS}",
+            f"{what} describes a {schema.shown(cls) if cls else 'model without _class_name'}, not a LAMP {OFFICIAL_CLASS}",
             hint="lamp import --official reads the unet/ folder the LAMP reference code saves; "
             "a lamp adapter (.safetensors) is imported with plain `lamp import FILE`",
         )
-    missing = [
-        k
-        for k in (
-            "block_out_channels",
-            "layers_per_block",
-            "cross_attention_dim",
-            "down_block_types",
-            "up_block_types",
-        )
-        if k not in config
-    ]
-    if missing:
-        raise InvalidInput(f"{what} lacks {', '.join(missing)}")
+    # every field lamp reads has the JSON type and range it must have (lamp_cli/schema.py)
+    schema.check_fields(schema.OFFICIAL_CONFIG, config, what=what, kind="field")
     blocks = [
         *config["down_block_types"],
         *config["up_block_types"],
@@ -221,19 +217,18 @@ def load_state_dict(weights: Path) -> dict[str, Any]:
     else:
         try:
             state = _torch_load_tensors(weights)
-        except pickle.UnpicklingError as e:
-            refused, reason = _unpickle_reason(e)
-            if not refused:
-                raise InvalidInput(f"{weights} is not a readable PyTorch weights file ({reason})") from None
-            raise InvalidInput(
-                f"refused to load {weights}: it holds pickled objects other than tensors ({reason})",
-                hint="lamp never unpickles arbitrary objects; a released LAMP checkpoint holds only tensors, "
-                "so this file is not one (or was tampered with)",
-            ) from None
-        except Exception as e:  # any other failure of the restricted unpickler: not a weights file
-            raise InvalidInput(
-                f"{weights} is not a readable PyTorch weights file ({type(e).__name__}: {e})"
-            ) from None
+        except Exception as e:  # the restricted unpickler refused, or this is not a weights file
+            blocked = blocked_globals(weights)
+            if blocked:
+                names = ", ".join(blocked[:_SHOW]) + (f" and {len(blocked) - _SHOW} more" if len(blocked) > _SHOW else "")
+                raise InvalidInput(
+                    f"refused to load {weights}: its pickle would import {names}, which is not a tensor or a "
+                    "plain container (loading it could run code)",
+                    hint="lamp never unpickles arbitrary objects; a released LAMP checkpoint holds only tensors, "
+                    "so this file is not one (or was tampered with)",
+                ) from None
+            reason = _first_line(e) if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {_first_line(e)}"
+            raise InvalidInput(f"{weights} is not a readable PyTorch weights file ({reason})") from None
     if not isinstance(state, Mapping):
         raise InvalidInput(f"{weights} holds a {type(state).__name__}, not a state dict of tensors")
     for key, value in state.items():
@@ -246,31 +241,102 @@ def load_state_dict(weights: Path) -> dict[str, Any]:
     return dict(state)
 
 
-def _unpickle_reason(e: Exception) -> tuple[bool, str]:
-    """(whether torch refused an object, the line that names it or the failure), without torch's
-    advice to load the file unrestricted, which lamp never does."""
-    import re
-
+def _first_line(e: BaseException) -> str:
+    """The informative line of a torch.load error, without torch's advice to load the file
+    unrestricted (which lamp never does)."""
     text = str(e)
-    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if m:
-        return True, f"an object of type {m.group(1)}"
-    tail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler error:" in text else ""
-    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
-    return False, lines[0] if lines else type(e).__name__
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln and "Weights only" not in ln]
+    return lines[0][:200] if lines else type(e).__name__
+
+
+# What a tensors-only checkpoint's pickle may import (torch's own rebuild functions and storages).
+_SAFE_GLOBAL_PREFIXES = ("torch.",)
+_SAFE_GLOBALS = {"collections.OrderedDict", "_codecs.encode", "builtins.set", "builtins.frozenset"}
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The module.name of every global the pickle(s) in `data` would import, found by reading
+    opcodes only (nothing is executed). Concatenated pickles (torch's legacy format) are all read."""
+    import pickletools
+
+    found: list[str] = []
+    pos = 0
+    while pos < len(data):
+        strings: list[str] = []
+        memo: dict[int, Any] = {}
+        end = pos
+        try:
+            for op, arg, offset in pickletools.genops(data[pos:]):
+                end = pos + offset + 1
+                if op.name == "GLOBAL" and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                    strings.append(str(arg))
+                elif op.name in ("MEMOIZE",) and strings:
+                    memo[len(memo)] = strings[-1]
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif op.name in ("GET", "BINGET", "LONG_BINGET") and isinstance(memo.get(int(arg)), str):
+                    strings.append(memo[int(arg)])
+                if op.name == "STOP":
+                    break
+        except Exception:  # noqa: BLE001 - a broken pickle: report what was found so far
+            break
+        if end <= pos:
+            break
+        pos = end
+    return list(dict.fromkeys(found))
+
+
+def blocked_globals(weights: Path) -> list[str]:
+    """The globals in a `.bin` that a tensors-only checkpoint never has (what torch's restricted
+    loader refuses), on any torch version: torch's own scanner when it has one, else lamp's."""
+    import zipfile
+
+    try:
+        import torch
+
+        scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        if scan is not None and zipfile.is_zipfile(weights):
+            return [g for g in scan(str(weights)) if not _safe_global(g)]
+    except Exception:  # noqa: BLE001 - fall back to reading the opcodes ourselves
+        pass
+    try:
+        if zipfile.is_zipfile(weights):
+            with zipfile.ZipFile(weights) as z:
+                data = b"".join(z.read(n) for n in z.namelist() if n.endswith(".pkl"))
+        else:
+            with open(weights, "rb") as f:
+                data = f.read(256 << 20)  # the pickle of a legacy file comes before its tensor bytes
+    except (OSError, zipfile.BadZipFile):
+        return []
+    return [g for g in _pickle_globals(data) if not _safe_global(g)]
+
+
+def _safe_global(name: str) -> bool:
+    return name.startswith(_SAFE_GLOBAL_PREFIXES) or name in _SAFE_GLOBALS
 
 
 def _torch_load_tensors(weights: Path) -> Any:
     """`torch.load` restricted to tensors and plain containers; memory-mapped when the file is in
-    torch's zip format (a 4.4 GB checkpoint then costs page cache, not a second copy in RAM)."""
+    torch's zip format (a 4.4 GB checkpoint then costs page cache, not a second copy in RAM).
+    torch's warnings about pickle protocols are silenced: a refusal is reported by lamp."""
+    import warnings
+
     import torch
 
-    try:
-        return torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e) and "zipfile" not in str(e):
-            raise
-    return torch.load(weights, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            return torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e) and "zipfile" not in str(e):
+                raise
+        return torch.load(weights, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
 
 
 def check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], *, what: str) -> None:
@@ -484,7 +550,7 @@ def import_official(
         width=width,
         height=height,
         train=train,
-        official=json.dumps(provenance, sort_keys=True),
+        official=dumps_strict(provenance, what="lamp.official", sort_keys=True),
     )
 
     torch_dtype = resolve_dtype(dtype)

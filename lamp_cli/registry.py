@@ -15,8 +15,9 @@ Guarantees:
 - Mutations (publish, import, copy, remove, gc) hold one `filelock` lock with a timeout; reads are
   lock-free (a manifest is replaced atomically, and a blob never changes once written).
 - `get` and `load_adapter` rehash the blob; a damaged one is refused, `verify` lists them all.
-- Everything stored passes the same header checks as `import` (`check_adapter_tensors`), so
-  whatever `export` writes can be imported again.
+- Everything stored passes the same checks as `import` (`lamp_cli.adapter`: the adapter format
+  lives there; this module is storage only), so whatever `export` writes can be imported again.
+- Every manifest read is checked against `schema.MANIFEST` (types and ranges of every field).
 
 This module does not import torch at import time: `lamp list` must stay fast.
 """
@@ -26,10 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import io
-import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -37,334 +35,40 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from . import schema
 from .adapter import (
-    DELTA_SUFFIX,
-    FORMAT_VERSION,
-    REQUIRED_METADATA,
+    HeaderSummary,
     MotionAdapter,
+    check_adapter_bytes,
+    check_adapter_file,
+    check_adapter_metadata,
+    check_adapter_tensors,
+    encode_header,
     read_header,
-    read_header_bytes,
+    summarize_header,
 )
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
-from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
-from .settings import lamp_home
+from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer, make_output_folder
+from .jsonio import dumps_strict, loads_strict
+from .settings import DEFAULT_LOCK_TIMEOUT, lamp_home  # noqa: F401 (re-exported)
+from .settings import lock_timeout as lock_timeout_setting
 
 log = logging.getLogger("lamp")
 
 SCHEMA_VERSION = 1
-DEFAULT_LOCK_TIMEOUT = 60.0  # seconds; `LAMP_LOCK_TIMEOUT` overrides
 STALE_TMP_SECONDS = 60.0  # gc leaves younger temp files alone: a writer may still be using them
+STALE_TMP_DAY_SECONDS = 24 * 3600.0  # ... and older ones whose writer process still runs, up to a day
 _CHUNK = 1 << 20
 
-NAME_RULE = "1-64 characters: lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-
-
-def validate_name(name: str) -> str:
-    """Return `name` if it is a valid motion name, else raise InvalidInput saying the rule.
-
-    Names are file names inside the registry, never paths: `../x`, `a/b`, `Guitar` are refused.
-    """
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        shown = repr(name) if isinstance(name, str) else type(name).__name__
-        why = ""
-        if isinstance(name, str):
-            if not name:
-                why = " (it is empty)"
-            elif len(name) > 64:
-                why = f" (it has {len(name)} characters)"
-            elif "/" in name or "\\" in name:
-                why = " (names are not paths)"
-            elif name != name.lower():
-                why = " (uppercase letters)"
-        raise InvalidInput(
-            f"invalid motion name {shown}{why}: a name is {NAME_RULE}", hint="e.g. guitar, rain-v2, walk_0.3"
-        )
-    return name
+NAME_RULE = schema.NAME_RULE
+_NAME_RE = schema.NAME_RE
+validate_name = schema.validate_name
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# --- adapter header checks (no torch) --------------------------------------------------------
-
-# safetensors dtype code -> (torch dtype name used by adapter.weights_sha256, bytes per element)
-_DTYPES = {"F16": ("torch.float16", 2), "BF16": ("torch.bfloat16", 2), "F32": ("torch.float32", 4)}
-_DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32"}
-# Channel counts where an SD-1.x UNet has motion layers: conv_out (4) and the three block widths.
-_SD1_CONV_CHANNELS = {4, 320, 640, 1280}
-_SD1_ATTN_CHANNELS = {320, 640, 1280}
-_KEY_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
-MAX_TENSORS = 100_000
-
-
-@dataclass
-class HeaderSummary:
-    """What an adapter header says about its tensors (computed without loading them)."""
-
-    tensors: int
-    parameters: int
-    nbytes: int
-    dtype: str  # "float16", or "mixed(float16,float32)"
-    groups: dict[str, int]  # conv1d / conv_gate / attn_temp / norm_temp / delta -> tensor count
-
-
-def _shape_of(key: str, info: dict[str, Any], what: str) -> list[int]:
-    shape = info.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise InvalidInput(f"{what}: tensor '{key}' has a malformed shape {shape!r}")
-    return shape
-
-
-def _check_role(key: str, shape: list[int], what: str) -> tuple[str, int | None]:
-    """Which motion-layer tensor `key` is, and its channel count; InvalidInput if implausible."""
-
-    def bad(expected: str) -> InvalidInput:
-        return InvalidInput(f"{what}: tensor '{key}' has shape {shape}, expected {expected}")
-
-    if key.endswith(DELTA_SUFFIX):
-        if not 1 <= len(shape) <= 4:
-            raise bad("a weight delta of rank 1 to 4")
-        return "delta", None
-    parts = key.split(".")
-    param = parts[-1]
-    if param not in ("weight", "bias"):
-        raise InvalidInput(f"{what}: unexpected tensor '{key}' (not a weight or bias)")
-    if parts[-2] == "conv1d":
-        # Conv1d(C, C, 3): dense channel mixing over frames (docs/method.md)
-        if param == "weight" and not (len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3):
-            raise bad("C×C×3 (a kernel-3 conv over frames)")
-        if param == "bias" and len(shape) != 1:
-            raise bad("C")
-        return "conv1d", shape[0]
-    if parts[-2] == "conv_gate":
-        # Conv2d(C, 1, 3×3): one gate value per pixel and frame
-        if param == "weight" and not (len(shape) == 4 and shape[0] == 1 and shape[2:] == [3, 3]):
-            raise bad("1×C×3×3 (a 3×3 conv to one channel)")
-        if param == "bias" and shape != [1]:
-            raise bad("[1]")
-        return "conv_gate", shape[1] if param == "weight" else None
-    if "attn_temp" in parts[:-1]:
-        if param == "weight" and len(shape) != 2:
-            raise bad("a 2-D projection weight")
-        if param == "bias" and len(shape) != 1:
-            raise bad("a 1-D bias")
-        return "attn_temp", shape[-1]
-    if parts[-2] == "norm_temp":
-        if len(shape) != 1:
-            raise bad("C (a LayerNorm parameter)")
-        return "norm_temp", shape[0]
-    raise InvalidInput(
-        f"{what}: unexpected tensor '{key}'",
-        hint="a motion adapter holds only conv1d, conv_gate, attn_temp, norm_temp tensors and `.delta` weights",
-    )
-
-
-def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> HeaderSummary:
-    """Check, from a parsed safetensors header alone, that its tensors are plausible for a lamp
-    motion adapter of its declared architecture; raise InvalidInput naming the first problem.
-    """
-    md = header.get("__metadata__") or {}
-    arch = md.get("lamp.architecture", "")
-    entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
-    if not entries:
-        raise InvalidInput(f"{what} holds no tensors")
-    if len(entries) > MAX_TENSORS:
-        raise InvalidInput(f"{what} holds {len(entries)} tensors, more than any adapter ({MAX_TENSORS})")
-    spans: list[tuple[int, int, str]] = []
-    groups: dict[str, int] = {}
-    dtypes: set[str] = set()
-    params = nbytes = 0
-    channels: dict[str, int] = {}  # parent module -> C, so conv1d and conv_gate of one site agree
-    for key, info in entries:
-        if len(key) > 512 or not _KEY_RE.fullmatch(key):
-            raise InvalidInput(f"{what}: tensor name {key[:80]!r} is not a module path")
-        dtype = info.get("dtype")
-        if dtype not in _DTYPES:
-            raise InvalidInput(f"{what}: tensor '{key}' has dtype {dtype!r}; adapters use F16, BF16 or F32")
-        shape = _shape_of(key, info, what)
-        offsets = info.get("data_offsets")
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]
-        ):
-            raise InvalidInput(f"{what}: tensor '{key}' has malformed data_offsets {offsets!r}")
-        numel = math.prod(shape)
-        size = numel * _DTYPES[dtype][1]
-        if offsets[1] - offsets[0] != size:
-            raise InvalidInput(
-                f"{what}: tensor '{key}' claims {offsets[1] - offsets[0]} bytes, its shape needs {size}"
-            )
-        role, c = _check_role(key, shape, what)
-        if role in ("conv1d", "conv_gate") and c is not None:
-            parent = key.rsplit(".", 2)[0]
-            if channels.setdefault(parent, c) != c:
-                raise InvalidInput(
-                    f"{what}: conv1d and conv_gate of '{parent}' disagree on channels ({channels[parent]} vs {c})"
-                )
-        if arch == "sd1-unet" and c is not None:
-            allowed = _SD1_CONV_CHANNELS if role in ("conv1d", "conv_gate") else _SD1_ATTN_CHANNELS
-            if c not in allowed:
-                raise InvalidInput(
-                    f"{what}: tensor '{key}' has {c} channels, which an sd1-unet motion layer never has",
-                    hint="the file's lamp.architecture does not match its tensors",
-                )
-        groups[role] = groups.get(role, 0) + 1
-        dtypes.add(dtype)
-        params += numel
-        nbytes += size
-        spans.append((offsets[0], offsets[1], key))
-    # safetensors packs tensors back to back with no gaps or overlaps
-    spans.sort()
-    pos = 0
-    for start, stop, key in spans:
-        if start != pos:
-            raise InvalidInput(
-                f"{what}: tensor '{key}' starts at byte {start} of the data, expected {pos} (gap or overlap)"
-            )
-        pos = stop
-    names = sorted(_DTYPE_NAMES[d] for d in dtypes)
-    dtype_desc = names[0] if len(names) == 1 else f"mixed({','.join(names)})"
-    return HeaderSummary(
-        tensors=len(entries), parameters=params, nbytes=nbytes, dtype=dtype_desc, groups=groups
-    )
-
-
-_IMPORT_HINT = "`lamp import` takes a motion adapter written by `lamp export` or `lamp train` (.safetensors)"
-
-
-def check_adapter_metadata(md: dict[str, str], *, what: str = "file") -> None:
-    """The `lamp.*` header fields are present and well-formed; InvalidInput naming what is not."""
-    missing = [k for k in REQUIRED_METADATA if k not in md]
-    if missing:
-        if not any(k.startswith("lamp.") for k in md):
-            raise InvalidInput(
-                f"{what} is a safetensors file but not a lamp motion adapter (no lamp.* header fields)",
-                hint="an official LAMP checkpoint is imported with `lamp import --official PATH --name NAME`",
-            )
-        raise InvalidInput(f"{what} lacks the adapter header field(s): {', '.join(missing)}")
-    if md["lamp.format_version"] != FORMAT_VERSION:
-        raise InvalidInput(
-            f"{what} has adapter format version {md['lamp.format_version']!r}; this lamp reads version {FORMAT_VERSION}",
-            hint="upgrade lamp (`pip install -U lamp-cli`)",
-        )
-
-    def parse(key: str, kind: type) -> Any:
-        try:
-            value = json.loads(md[key])
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{what}: header field {key} is not valid JSON ({e})") from e
-        if not isinstance(value, kind):
-            raise InvalidInput(f"{what}: header field {key} must be a JSON {kind.__name__}")
-        return value
-
-    base = parse("lamp.base", dict)
-    if not isinstance(base.get("spec"), str):
-        raise InvalidInput(f"{what}: header field lamp.base lacks the base model's 'spec'")
-    size = parse("lamp.size", list)
-    if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
-        raise InvalidInput(f"{what}: header field lamp.size must be [width, height], got {md['lamp.size']}")
-    parse("lamp.train", dict)
-    if not md["lamp.frames"].isdigit() or int(md["lamp.frames"]) < 1:
-        raise InvalidInput(
-            f"{what}: header field lamp.frames must be a positive integer, got {md['lamp.frames']!r}"
-        )
-    if not md["lamp.architecture"]:
-        raise InvalidInput(f"{what}: header field lamp.architecture is empty")
-    if not re.fullmatch(r"[0-9a-f]{64}", md["lamp.weights_sha256"]):
-        raise InvalidInput(f"{what}: header field lamp.weights_sha256 is not a sha256 hex digest")
-
-
-def header_weights_sha256(header: dict[str, Any], f: BinaryIO, data_start: int) -> str:
-    """`adapter.weights_sha256` computed from the file, without torch (names, dtypes, shapes, bytes)."""
-    h = hashlib.sha256()
-    for key in sorted(k for k in header if k != "__metadata__"):
-        info = header[key]
-        h.update(key.encode())
-        h.update(_DTYPES[info["dtype"]][0].encode())
-        h.update(json.dumps(list(info["shape"])).encode())
-        start, stop = info["data_offsets"]
-        f.seek(data_start + start)
-        left = stop - start
-        while left:
-            chunk = f.read(min(left, _CHUNK))
-            if not chunk:
-                raise InvalidInput(f"{getattr(f, 'name', 'file')} is truncated inside tensor '{key}'")
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
-def check_adapter_file(path: Path) -> tuple[dict[str, Any], HeaderSummary, int]:
-    """Every check `import` makes on a file, reading only its header and tensor bytes.
-
-    Returns (header, summary, offset of the tensor data); InvalidInput names the first problem.
-    """
-    what = str(path)
-    try:
-        header = read_header(path)
-        md = header["__metadata__"]
-        check_adapter_metadata(md, what=what)
-        summary = check_adapter_tensors(header, what=what)
-        total = path.stat().st_size
-        with path.open("rb") as f:
-            data_start = 8 + int.from_bytes(f.read(8), "little")
-            if data_start + summary.nbytes != total:
-                raise InvalidInput(
-                    f"{what} has {total - data_start - summary.nbytes} unexpected trailing bytes after its tensors"
-                )
-            if header_weights_sha256(header, f, data_start) != md["lamp.weights_sha256"]:
-                raise InvalidInput(
-                    f"{what}: the tensor data does not match its lamp.weights_sha256 (the file is damaged or was edited)"
-                )
-    except InvalidInput as e:
-        raise InvalidInput(e.message, hint=e.hint or _IMPORT_HINT) from e
-    return header, summary, data_start
-
-
-def encode_header(header: dict[str, Any]) -> bytes:
-    """The 8-byte length + JSON header of a safetensors file, space-padded to 8-byte alignment."""
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw
-
-
-def summarize_header(header: dict[str, Any]) -> dict[str, Any]:
-    """A JSON-able summary of an adapter header for `lamp show`: tensors, params, dtype, config."""
-    md = header.get("__metadata__") or {}
-    s = check_adapter_tensors(header)
-
-    def js(key: str, default: Any) -> Any:
-        try:
-            return json.loads(md[key])
-        except (KeyError, json.JSONDecodeError):
-            return default
-
-    return {
-        "tensors": s.tensors,
-        "parameters": s.parameters,
-        "nbytes": s.nbytes,
-        "dtype": s.dtype,
-        "groups": s.groups,
-        "name": md.get("lamp.name", ""),
-        "architecture": md.get("lamp.architecture", ""),
-        "base": js("lamp.base", {}),
-        "frames": int(md.get("lamp.frames", "0") or 0),
-        "size": js("lamp.size", []),
-        "train": js("lamp.train", {}),
-        "created": md.get("lamp.created", ""),
-        "lamp_version": md.get("lamp.version", ""),
-        "format_version": md.get("lamp.format_version", ""),
-        "weights_sha256": md.get("lamp.weights_sha256", ""),
-        "extra": {k: v for k, v in md.items() if k.startswith("lamp.") and k not in REQUIRED_METADATA},
-    }
 
 
 # --- manifests ---------------------------------------------------------------------------------
@@ -441,6 +145,7 @@ class GcReport:
     removed_temp: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
     removed_edits: list[str] = field(default_factory=list)  # edits/<name>/ folders of gone motions
+    removed_runs: list[str] = field(default_factory=list)  # empty runs/<name>/ folders
     freed_bytes: int = 0
     dry_run: bool = False
 
@@ -470,6 +175,49 @@ def _tree_size(folder: Path) -> int:
     return total
 
 
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def _in_schema(key: str, value: Any) -> bool:
+    """Whether `value` is a valid manifest `key` (a training record's steps/prompt are optional)."""
+    try:
+        schema.check_fields(tuple(f for f in schema.MANIFEST if f.key == key), {key: value}, what="", kind="")
+    except InvalidInput:
+        return False
+    return value is not None
+
+
+def _manifest_text(m: Manifest) -> str:
+    """A manifest document as stored: checked against the schema, strict JSON."""
+    d = m.to_dict()
+    schema.check_fields(schema.MANIFEST, d, what=f"the manifest of '{m.name}'", kind="manifest field")
+    return dumps_strict(d, what=f"the manifest of '{m.name}'", indent=2, sort_keys=True) + "\n"
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process that named this temp file (`.tmp-<file>.<pid>.<random>`) still runs."""
+    m = re.match(rf"{re.escape(TMP_PREFIX)}.*\.(\d+)\.[^.]*$", tmp.name)
+    if not m:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists, owned by someone else (or unknowable): keep it
+    return True
+
+
+def _stale_temp(tmp: Path, mtime: float, now: float) -> bool:
+    """A temp file gc may remove: untouched for a minute and its writer gone, or untouched for a day
+    (a writer rewrites its temp file continuously, and a pid may be reused by another process)."""
+    age = now - mtime
+    return age > STALE_TMP_DAY_SECONDS or (age > STALE_TMP_SECONDS and not _writer_alive(tmp))
+
+
 def _hash_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -486,15 +234,24 @@ class Registry:
             root = lamp_home()
         self.root = Path(root)
         if lock_timeout is None:
-            env = os.environ.get("LAMP_LOCK_TIMEOUT", "")
-            try:
-                lock_timeout = float(env) if env else DEFAULT_LOCK_TIMEOUT
-            except ValueError as e:
-                raise InvalidInput(f"LAMP_LOCK_TIMEOUT must be a number of seconds, got {env!r}") from e
+            lock_timeout = lock_timeout_setting()
         self.lock_timeout = lock_timeout
         self._filelock: Any = None
 
     # --- paths -----------------------------------------------------------------------------
+    def check_root(self) -> None:
+        """RegistryError when the root (or a folder above it) is a file: `lamp list` must not
+        show an empty registry for a LAMP_HOME that cannot hold one."""
+        p = self.root
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            where = "" if p == self.root else f" ({p} is a file)"
+            raise RegistryError(
+                f"LAMP_HOME {self.root} is not a folder{where}",
+                hint="set LAMP_HOME to a folder (or move the file away)",
+            )
+
     @property
     def manifests_dir(self) -> Path:
         return self.root / "manifests"
@@ -528,7 +285,11 @@ class Registry:
         from filelock import FileLock, Timeout
 
         if self._filelock is None:
+            self.check_root()
             self.root.mkdir(parents=True, exist_ok=True)
+            # open the lock file ourselves first: a read-only or foreign LAMP_HOME fails here with
+            # the OSError naming it, not somewhere inside the lock library
+            os.close(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666))
             self._filelock = FileLock(str(self.lock_path))
         lk = self._filelock
         try:
@@ -551,30 +312,44 @@ class Registry:
     def _read_manifest(self, name: str) -> Manifest:
         path = self.manifest_path(name)
         try:
-            d = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            self.check_root()
             raise MotionNotFound(name) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RegistryError(
-                f"the manifest of '{name}' is unreadable ({path}: {e})", hint="run `lamp verify`"
-            ) from e
+        except IsADirectoryError:
+            raise RegistryError(f"the manifest of '{name}' is a folder ({path})", hint="run `lamp verify`") from None
         try:
-            if d.get("name") != name:
-                raise ValueError(f"it names '{d.get('name')}'")
-            return Manifest.from_dict(d, self.blob_path(d["digest"]))
-        except (KeyError, TypeError, ValueError, LampError) as e:
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise InvalidInput(f"it is {len(raw)} bytes, more than any manifest ({MAX_MANIFEST_BYTES})")
+            d = loads_strict(raw, what="it")
+        except LampError as e:
             raise RegistryError(
-                f"the manifest of '{name}' is malformed ({path}: {e})", hint="run `lamp verify`"
-            ) from e
+                f"the manifest of '{name}' is unreadable ({path}: {e.message})", hint="run `lamp verify`"
+            ) from None
+        try:
+            if not isinstance(d, dict):
+                raise InvalidInput("it is not a JSON object")
+            schema.check_fields(schema.MANIFEST, d, what="it", kind="manifest field")
+            if d["name"] != name:
+                raise InvalidInput(f"it names '{d['name']}'")
+            return Manifest.from_dict(d, self.blob_path(d["digest"]))
+        except LampError as e:
+            raise RegistryError(
+                f"the manifest of '{name}' is malformed ({path}: {e.message})", hint="run `lamp verify`"
+            ) from None
 
     def manifest(self, name: str) -> Manifest:
         """The manifest of `name` as stored, without checking its blob (cheap)."""
         return self._read_manifest(name)
 
     def exists(self, name: str) -> bool:
-        return self.manifest_path(name).exists()
+        if self.manifest_path(name).exists():
+            return True
+        self.check_root()  # "no such motion" must not hide a LAMP_HOME that is a file
+        return False
 
     def names(self) -> list[str]:
+        self.check_root()
         if not self.manifests_dir.is_dir():
             return []
         out = []
@@ -673,20 +448,21 @@ class Registry:
     ) -> Manifest:
         """Under the lock: write the blob (via `write_blob(path)`) if new, then the manifest."""
         md = header["__metadata__"]
-        train = json.loads(md.get("lamp.train", "{}") or "{}")
-        width, height = json.loads(md["lamp.size"])
+        fields = check_adapter_metadata(md, what=f"adapter '{name}'")
+        train = fields["lamp.train"]
+        width, height = fields["lamp.size"]
         blob = self.blob_path(digest_hex)
         m = Manifest(
             name=name,
             digest=f"sha256:{digest_hex}",
             size=size,
             created=_now(),
-            base=json.loads(md["lamp.base"]),
-            frames=int(md["lamp.frames"]),
+            base=fields["lamp.base"],
+            frames=fields["lamp.frames"],
             width=int(width),
             height=int(height),
-            steps=train.get("steps") if isinstance(train.get("steps"), int) else None,
-            prompt=train.get("prompt") if isinstance(train.get("prompt"), str) else None,
+            steps=train.get("steps") if _in_schema("steps", train.get("steps")) else None,
+            prompt=train.get("prompt") if _in_schema("prompt", train.get("prompt")) else None,
             source=source,
             blob_path=blob,
             architecture=md["lamp.architecture"],
@@ -708,7 +484,7 @@ class Registry:
                 if new_blob or _hash_file(blob) != digest_hex:
                     write_blob(blob)
                 atomic_write_text(
-                    self.manifest_path(name), json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n"
+                    self.manifest_path(name), _manifest_text(m)
                 )
             except BaseException:
                 # leave the registry as it was: no manifest, no blob of ours
@@ -753,19 +529,10 @@ class Registry:
         `name` defaults to the header's lamp.name and must equal it when both are given: a blob
         carries its own name (use `import_file` to store under another name).
         """
-        header = read_header_bytes(data, what="adapter")
-        md = header["__metadata__"]
-        check_adapter_metadata(md, what="adapter")
-        summary = check_adapter_tensors(header, what="adapter")
-        name = validate_name(name or md["lamp.name"])
-        if md["lamp.name"] != name:
-            raise InvalidInput(f"adapter is named '{md['lamp.name']}' in its header, not '{name}'")
-        with io.BytesIO(data) as f:
-            if (
-                header_weights_sha256(header, f, 8 + int.from_bytes(data[:8], "little"))
-                != md["lamp.weights_sha256"]
-            ):
-                raise InvalidInput("adapter: the tensor data does not match its lamp.weights_sha256")
+        header, fields, summary = check_adapter_bytes(data, what="adapter")
+        name = validate_name(name or fields["lamp.name"])
+        if fields["lamp.name"] != name:
+            raise InvalidInput(f"adapter is named '{fields['lamp.name']}' in its header, not '{name}'")
         if not force and self.exists(name):  # fail before hashing; checked again under the lock
             raise NameTaken(name)
         digest = hashlib.sha256(data).hexdigest()
@@ -902,7 +669,7 @@ class Registry:
                 {**m.to_dict(), "name": dst, "created": _now(), "source": f"cp:{src}"}, m.blob_path
             )
             atomic_write_text(
-                self.manifest_path(dst), json.dumps(new.to_dict(), indent=2, sort_keys=True) + "\n"
+                self.manifest_path(dst), _manifest_text(new)
             )
             if old is not None and old.digest != new.digest:
                 self._drop_blob_if_unused(old.blob_path)
@@ -956,6 +723,7 @@ class Registry:
         dest = Path(file)
         if dest.is_dir():
             dest = dest / f"{name}.safetensors"
+        make_output_folder(dest.parent)
         h = hashlib.sha256()
         with m.blob_path.open("rb") as src, atomic_writer(dest) as out:
             for chunk in iter(lambda: src.read(_CHUNK), b""):
@@ -985,9 +753,48 @@ class Registry:
                 problems.append(Problem(n, e.message, str(path)))
         return problems
 
+    @property
+    def runs_root(self) -> Path:
+        """`runs/`: unfinished trainings' checkpoints (`runs/<name>/checkpoint.safetensors`)."""
+        return self.root / "runs"
+
+    def _temp_folders(self) -> list[Path]:
+        """Every folder lamp writes temp files into: the registry's, and each run's and edit cache's."""
+        out = [self.root, self.manifests_dir, self.blobs_dir]
+        for parent in (self.runs_root, self.edits_root):
+            if parent.is_dir():
+                out += sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(TMP_PREFIX))
+        return [f for f in out if f.is_dir()]
+
+    def _run_mtimes(self) -> dict[Path, float]:
+        out = {}
+        if self.runs_root.is_dir():
+            for p in self.runs_root.iterdir():
+                with contextlib.suppress(OSError):
+                    if p.is_dir() and not p.is_symlink():
+                        out[p] = p.stat().st_mtime
+        return out
+
+    def _gc_runs(self, report: GcReport, mtimes: dict[Path, float], now: float, dry_run: bool) -> None:
+        """Remove `runs/<name>/` folders holding nothing (once their stale temp files are gone)
+        and untouched for a minute before this gc began: a finished or killed run left them."""
+        pending = set(report.removed_temp)
+        for p, mtime in sorted(mtimes.items()):
+            try:
+                left = [c for c in p.iterdir() if str(c) not in pending]
+            except OSError:
+                continue
+            if left or now - mtime <= STALE_TMP_SECONDS:
+                continue
+            report.removed_runs.append(str(p))
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+
     def gc(self, *, dry_run: bool = False) -> GcReport:
-        """Remove stale temp files (older than a minute), blobs no manifest references, and
-        `edits/<x>/` folders (lamp edit's caches) whose motion `x` no longer exists."""
+        """Remove stale temp files (see `_stale_temp`) in the registry, its runs and edit caches,
+        blobs no manifest references, `edits/<x>/` folders (lamp edit's caches) whose motion `x`
+        no longer exists, and empty `runs/<x>/` folders."""
         report = GcReport(dry_run=dry_run)
         now = time.time()
         with self.lock():
@@ -1003,19 +810,19 @@ class Registry:
                     report.freed_bytes += _tree_size(p)
                     if not dry_run:
                         shutil.rmtree(p, ignore_errors=True)
-            for folder in (self.root, self.manifests_dir, self.blobs_dir):
-                if not folder.is_dir():
-                    continue
+            run_mtimes = self._run_mtimes()
+            for folder in self._temp_folders():
                 for p in folder.glob(f"{TMP_PREFIX}*"):
                     try:
                         st = p.stat()
                     except FileNotFoundError:
                         continue
-                    if p.is_file() and now - st.st_mtime > STALE_TMP_SECONDS:
+                    if p.is_file() and _stale_temp(p, st.st_mtime, now):
                         report.removed_temp.append(str(p))
                         report.freed_bytes += st.st_size
                         if not dry_run:
                             p.unlink(missing_ok=True)
+            self._gc_runs(report, run_mtimes, now, dry_run)
             if self.blobs_dir.is_dir():
                 refs = self._referenced_blobs()
                 for p in sorted(self.blobs_dir.glob("sha256-*.safetensors")):

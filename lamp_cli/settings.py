@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput
+from .schema import shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,8 +105,14 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
-    except (tomllib.TOMLDecodeError, OSError) as e:
-        raise InvalidInput(f"cannot read config file {path}: {e}", hint="fix or remove the file") from e
+    except UnicodeDecodeError as e:
+        raise InvalidInput(
+            f"cannot read config file {path}: it is not UTF-8 text (byte {e.start})",
+            hint="save it as UTF-8, or remove it",
+        ) from None
+    except (tomllib.TOMLDecodeError, OSError, RecursionError) as e:
+        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise InvalidInput(f"cannot read config file {path}: {detail}", hint="fix or remove the file") from None
     unknown = sorted(set(data) - set(DEFAULTS))
     if unknown:
         raise InvalidInput(
@@ -129,13 +136,13 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
             return int(raw)
         if isinstance(default, float):
             value = float(raw)
-            if not math.isfinite(value):  # nan/inf pass float() but no setting accepts them
+            if not math.isfinite(value):  # nan/inf would pass every later range check unnoticed
                 raise ValueError
             return value
         return str(raw)
     except (TypeError, ValueError) as e:
-        kind = "finite number" if isinstance(default, float) else type(default).__name__
-        raise InvalidInput(f"{key} from {source} must be a {kind}, got {raw!r}") from e
+        kind = {"int": "whole number", "float": "finite number", "str": "string"}[type(default).__name__]
+        raise InvalidInput(f"{key} from {source} must be a {kind}, got {shown(raw)}") from e
 
 
 def resolve(
@@ -166,3 +173,27 @@ def resolve_all(cli_values: dict[str, Any] | None = None) -> list[Resolved]:
     cli_values = cli_values or {}
     cfg = load_config()
     return [resolve(k, cli_values.get(k), config=cfg) for k in DEFAULTS]
+
+
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds
+
+
+def lock_timeout() -> float:
+    """How long a registry change waits for another lamp process (`LAMP_LOCK_TIMEOUT` seconds).
+
+    A finite number >= 0 (0: do not wait). Anything else (-1, nan, inf, junk) is refused: a
+    process that waits forever without saying so looks hung.
+    """
+    env = os.environ.get("LAMP_LOCK_TIMEOUT", "").strip()
+    if not env:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(env)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 7 * 24 * 3600):
+        raise InvalidInput(
+            f"LAMP_LOCK_TIMEOUT must be a number of seconds in 0..604800, got {shown(env)}",
+            hint="e.g. LAMP_LOCK_TIMEOUT=300 waits up to five minutes; unset it for the default (60)",
+        )
+    return value

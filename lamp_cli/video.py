@@ -19,6 +19,12 @@ Writers (all atomic: a temp name in the target folder, then `os.replace`):
   own multi-frame writer merges identical consecutive frames into one; we write frame by
   frame so a clip of T frames is a GIF of T frames.
 - frames: a folder of `frame_0000.png`, `frame_0001.png`, ...
+
+Hostile inputs: an image's or video's size is read from its header before any pixel is decoded;
+sides above MAX_IMAGE_SIDE / MAX_VIDEO_SIDE (or more pixels than MAX_IMAGE_PIXELS) are refused with
+a message, so a 20000×20000 PNG costs nothing. `read_video(path, size=(w, h))` resizes each frame
+as it is decoded (a 4K clip never sits in memory at 4K), and a clip whose decoded frames would
+exceed MAX_CLIP_BYTES is refused while reading.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInput, NotFound
-from .fsutil import TMP_PREFIX, atomic_writer, temp_sibling, umask
+from .fsutil import TMP_PREFIX, atomic_writer, make_output_folder, temp_sibling, umask
 
 log = logging.getLogger("lamp")
 
@@ -55,6 +61,12 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".gif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what a folder of frames may hold
 WRITE_FORMATS = ("mp4", "gif", "webm", "frames")
+
+# Limits on what lamp decodes (see the module docstring).
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 150_000_000  # a 108 MP phone photo passes; a 20000×20000 "bomb" does not
+MAX_VIDEO_SIDE = 8192  # 8K video is 7680×4320
+MAX_CLIP_BYTES = 4 << 30  # decoded uint8 frames held at once (after resizing, when a size is given)
 
 # A folder of frames carries no timing; it plays at the paper's default rate.
 DEFAULT_FOLDER_FPS = 8.0
@@ -107,6 +119,39 @@ def _unreadable(path: Path, detail: str) -> InvalidInput:
     )
 
 
+def check_image_size(width: int, height: int, what: str, *, video: bool = False) -> None:
+    """InvalidInput when a picture of width×height is too large (or empty) to decode."""
+    side = MAX_VIDEO_SIDE if video else MAX_IMAGE_SIDE
+    if width < 1 or height < 1:
+        raise InvalidInput(f"{what} has an empty picture ({width}x{height})")
+    if width > side or height > side or (not video and width * height > MAX_IMAGE_PIXELS):
+        limit = f"sides up to {side} px" + ("" if video else f" and {MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+        raise InvalidInput(
+            f"{what} is {width}x{height} pixels, too large to read (lamp reads {limit})",
+            hint="scale it down first (e.g. `ffmpeg -i IN -vf scale=1920:-2 OUT`); lamp works at 512x320 anyway",
+        )
+
+
+class _Budget:
+    """Counts decoded bytes of one clip; InvalidInput once they pass MAX_CLIP_BYTES."""
+
+    def __init__(self, path: Path):
+        self.path, self.used = path, 0
+
+    def take(self, frame: np.ndarray) -> np.ndarray:
+        self.used += frame.nbytes
+        if self.used > MAX_CLIP_BYTES:
+            raise InvalidInput(
+                f"cannot read video {self.path}: its frames need more than {MAX_CLIP_BYTES >> 30} GiB decoded",
+                hint="trim it to the part you need (e.g. `ffmpeg -i IN -t 10 OUT`) or scale it down",
+            )
+        return frame
+
+
+def _fit(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    return frame if size is None else resize_center_crop(frame, *size)
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise NotFound(f"no such file or folder: {path}")
@@ -125,19 +170,23 @@ def _fps_from_delays(delays: list[int]) -> float:
     return 1000.0 / (sum(real) / len(real))
 
 
-def _read_gif(path: Path) -> Clip:
+def _read_gif(path: Path, size: tuple[int, int] | None = None) -> Clip:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
+    budget = _Budget(path)
     try:
         with Image.open(path) as im:
             if im.format != "GIF":
                 raise _unreadable(path, f"it is a {im.format} image, not a GIF")
+            check_image_size(*im.size, f"video {path}", video=True)
             frames, delays = [], []
             for f in ImageSequence.Iterator(im):
                 delays.append(int(f.info.get("duration") or 0))
-                frames.append(_to_rgb(f.copy()))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                frames.append(budget.take(_fit(_to_rgb(f.copy()), size)))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _unreadable(path, str(e) or type(e).__name__) from e
+    if not frames:
+        raise _unreadable(path, "it holds no frames")
     return Clip(np.stack(frames), _fps_from_delays(delays), path)
 
 
@@ -166,14 +215,16 @@ def _short_ffmpeg_error(e: BaseException) -> str:
     return "ffmpeg could not decode it" if not lines else lines[0][:200]
 
 
-def _read_ffmpeg(path: Path) -> Clip:
+def _read_ffmpeg(path: Path, size: tuple[int, int] | None = None) -> Clip:
     import imageio_ffmpeg
 
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    budget = _Budget(path)
     try:
         meta = next(gen)
-        w, h = meta["size"]
-        frames = [np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3) for buf in gen]
+        w, h = _ffmpeg_size(meta, path)
+        # one frame at a time: each is resized (when a size is given) before the next is decoded
+        frames = [budget.take(_fit(np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3), size)) for buf in gen]
     except (OSError, RuntimeError, StopIteration, ValueError) as e:
         raise _unreadable(path, _short_ffmpeg_error(e)) from e
     finally:
@@ -186,13 +237,23 @@ def _read_ffmpeg(path: Path) -> Clip:
     return Clip(np.stack(frames), fps, path)
 
 
-def _read_folder(path: Path) -> Clip:
+def _ffmpeg_size(meta: dict, path: Path) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in meta["size"])
+    except (KeyError, TypeError, ValueError):
+        raise _unreadable(path, "ffmpeg reports no frame size") from None
+    check_image_size(w, h, f"video {path}", video=True)
+    return w, h
+
+
+def _read_folder(path: Path, size: tuple[int, int] | None = None) -> Clip:
     files = _frame_files(path)
     if not files:
         raise InvalidInput(
             f"no png/jpg frames in folder {path}", hint="a folder of frames holds frame_0000.png, ..."
         )
-    frames = [load_image(p) for p in files]
+    budget = _Budget(path)
+    frames = [budget.take(_fit(load_image(p), size)) for p in files]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise InvalidInput(
@@ -201,18 +262,22 @@ def _read_folder(path: Path) -> Clip:
     return Clip(np.stack(frames), DEFAULT_FOLDER_FPS, path)
 
 
-def read_video(path: str | Path) -> Clip:
-    """Read a video file (mp4, mov, webm, mkv, gif) or a folder of frames into uint8 frames + fps."""
+def read_video(path: str | Path, size: tuple[int, int] | None = None) -> Clip:
+    """Read a video file (mp4, mov, webm, mkv, gif) or a folder of frames into uint8 frames + fps.
+
+    `size=(width, height)`: resize and center-crop each frame as it is decoded (the same result
+    as `resize_center_crop` on the whole clip, without holding it at full size).
+    """
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, size)
     suffix = path.suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
         raise _unreadable(path, f"unsupported extension '{suffix or '(none)'}'")
     if suffix == ".gif":
-        return _read_gif(path)
-    return _read_ffmpeg(path)
+        return _read_gif(path, size)
+    return _read_ffmpeg(path, size)
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -229,7 +294,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             raise InvalidInput(
                 f"no png/jpg frames in folder {path}", hint="a folder of frames holds frame_0000.png, ..."
             )
-        h, w, _ = load_image(files[0]).shape
+        w, h = probe_image(files[0])
         return VideoInfo(len(files), DEFAULT_FOLDER_FPS, w, h)
     suffix = path.suffix.lower()
     if suffix not in VIDEO_EXTENSIONS:
@@ -242,9 +307,12 @@ def probe_video(path: str | Path) -> VideoInfo:
                 if im.format != "GIF":
                     raise _unreadable(path, f"it is a {im.format} image, not a GIF")
                 w, h = im.size
+            check_image_size(w, h, f"video {path}", video=True)
             delays = _gif_delays_ms(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise _unreadable(path, str(e) or type(e).__name__) from e
+        if not delays:
+            raise _unreadable(path, "it holds no frames")
         return VideoInfo(len(delays), _fps_from_delays(delays), w, h)
 
     import imageio_ffmpeg
@@ -256,8 +324,12 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise _unreadable(path, _short_ffmpeg_error(e)) from e
     if n <= 0:
         raise _unreadable(path, "it holds no video frames")
-    w, h = meta["size"]
-    return VideoInfo(int(n), float(meta.get("fps") or 0.0), int(w), int(h))
+    w, h = _ffmpeg_size(meta, path)
+    try:
+        fps = float(meta.get("fps") or 0.0)
+    except (TypeError, ValueError):
+        fps = 0.0
+    return VideoInfo(int(n), fps if math.isfinite(fps) else 0.0, w, h)
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,15 +434,52 @@ def load_image(path: str | Path) -> np.ndarray:
     if path.is_dir():
         raise InvalidInput(f"{path} is a folder, not an image")
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            check_image_size(*im.size, f"image {path}")
             im.load()
             im = ImageOps.exif_transpose(im) or im
             return np.ascontiguousarray(_to_rgb(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvalidInput(
-            f"cannot read image {path}: {e}",
-            hint=f"lamp reads {', '.join(IMAGE_EXTENSIONS)} images",
-        ) from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise _image_error(path, e) from None
+
+
+def _image_error(path: Path, e: BaseException) -> InvalidInput:
+    from PIL import Image
+
+    if isinstance(e, Image.DecompressionBombError):  # Pillow's own limit, hit before ours
+        limit = Image.MAX_IMAGE_PIXELS
+        try:  # read the size from the header alone (no pixels are decoded), to say it lamp's way
+            Image.MAX_IMAGE_PIXELS = None
+            with Image.open(path) as im:
+                check_image_size(*im.size, f"image {path}")
+        except InvalidInput as ours:
+            return ours
+        except Exception:  # noqa: BLE001 - unreadable after all: Pillow's words below
+            pass
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+        return InvalidInput(
+            f"image {path} is too large to read (Pillow: {e})".replace(", could be decompression bomb DOS attack", ""),
+            hint="scale it down first; lamp works at 512x320 anyway",
+        )
+    return InvalidInput(f"cannot read image {path}: {e}", hint=f"lamp reads {', '.join(IMAGE_EXTENSIONS)} images")
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header (no pixels decoded); InvalidInput if unreadable
+    or too large."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"no such image: {path}")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise _image_error(path, e) from None
+    check_image_size(w, h, f"image {path}")
+    return w, h
 
 
 # ---------------------------------------------------------------------------------------
@@ -512,9 +621,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float, format: str | 
     path = Path(path)
     fmt = _format_for(path, format)
     arr = _check_frames(frames)
-    if not fps > 0:
-        raise InvalidInput(f"fps must be positive, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (fps > 0 and math.isfinite(fps)):
+        raise InvalidInput(f"fps must be a positive finite number, got {fps}")
+    make_output_folder(path.parent)
     if fmt == "mp4":
         _write_ffmpeg(
             arr, path, fps, "libx264", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart"]

@@ -14,6 +14,8 @@ PKG = Path(__file__).resolve().parent.parent / "lamp_cli"
 LAYERS: dict[str, int] = {
     "lamp_cli": 0,
     "lamp_cli.errors": 0,
+    "lamp_cli.jsonio": 0,
+    "lamp_cli.schema": 0,
     "lamp_cli.fsutil": 0,
     "lamp_cli.progress": 0,
     "lamp_cli.settings": 0,

@@ -330,11 +330,12 @@ def test_gc(capsys, reg: Registry) -> None:
     orphan.write_bytes(b"12345")
     doc = run_json(capsys, "gc", "--dry-run")
     assert doc == {
-        "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": []
+        "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": [],
+        "removed_runs": [],
     }
     assert orphan.exists()
     code, out, _ = run(capsys, "gc")
-    assert code == 0 and "removed 0 temp file(s), 1 unused blob(s) and 0 edit cache(s) of deleted motions, 5 B" in out
+    assert code == 0 and "removed 0 temp file(s), 1 unused blob(s), 0 edit cache(s) of deleted motions and 0 empty run folder(s), 5 B" in out
     assert not orphan.exists() and reg.verify() == []
 
 

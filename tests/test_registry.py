@@ -15,9 +15,9 @@ import torch
 
 from lamp_cli import fsutil
 from lamp_cli import registry as registry_mod
-from lamp_cli.adapter import MotionAdapter, make_metadata
+from lamp_cli.adapter import MotionAdapter, check_adapter_tensors, make_metadata
 from lamp_cli.errors import InvalidInput, MotionNotFound, NameTaken, NotFound, RegistryError
-from lamp_cli.registry import Registry, check_adapter_tensors, validate_name
+from lamp_cli.registry import Registry, validate_name
 
 C = 8  # channels of the toy adapters: tiny, but shaped like real motion layers
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
+from typing import Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import LampError
+from ..errors import LampError, from_os_error
+from ..settings import lamp_home
 from .options import refresh_help
 from .render import err_console
 
@@ -29,8 +34,68 @@ COMMAND_MODULES = [
     "lamp_cli.cli.doctor_cmd",  # doctor
 ]
 
+def _debug() -> bool:
+    return os.environ.get("LAMP_DEBUG", "") not in ("", "0")
+
+
+def _debug_command() -> str:
+    args = sys.argv[1:] if sys.argv and os.path.basename(sys.argv[0]) in ("lamp", "__main__.py") else []
+    return "LAMP_DEBUG=1 " + shlex.join(["lamp", *args]) if args else "LAMP_DEBUG=1 lamp ..."
+
+
+def report_failure(e: BaseException) -> int:
+    """Print a failure as `Error:` (and `Hint:`) lines on stderr; the exit code to use.
+
+    The one place where failures become messages: a LampError as it is, an OSError through
+    `errors.from_os_error` (naming the path and what to do), anything else as an internal error
+    with the command that shows the traceback. No Python traceback reaches a user unless
+    LAMP_DEBUG is set.
+    """
+    if isinstance(e, LampError):
+        _print_error(e.message, e.hint)
+        return e.exit_code
+    if isinstance(e, OSError):
+        try:
+            home: str | None = str(lamp_home())
+        except Exception:  # noqa: BLE001 - a broken platformdirs must not hide the real error
+            home = None
+        err = from_os_error(e, home=home)
+        _print_error(err.message, err.hint)
+        return err.exit_code
+    if isinstance(e, MemoryError):
+        _print_error("out of memory", "use a smaller --width/--height/--frames, or close other programs")
+        return 1
+    detail = str(e).splitlines()[0][:300] if str(e).strip() else ""
+    _print_error(
+        f"internal error: {type(e).__name__}" + (f": {detail}" if detail else "") + " (a bug in lamp)",
+        f"run it again as `{_debug_command()}` to see the traceback, and report it",
+    )
+    return 1
+
+
+def _is_click(e: BaseException) -> bool:
+    """A Click control-flow or usage exception (Typer vendors Click, so match by class name)."""
+    return any(
+        c.__name__ in ("ClickException", "Exit", "Abort") and c.__module__.split(".")[0] in ("click", "typer")
+        for c in type(e).__mro__
+    )
+
+
+class _LampGroup(TyperGroup):
+    """The root command group: every command runs inside one failure net (`report_failure`)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if _debug() or _is_click(e):
+                raise
+            raise typer.Exit(report_failure(e)) from None
+
+
 app = typer.Typer(
     name="lamp",
+    cls=_LampGroup,
     help="Learn a motion from a handful of clips and reuse it (LAMP, CVPR 2024).\n\n"
     "  lamp train ./guitar_clips --name guitar\n\n"
     "  lamp gen guitar \"a bear plays the guitar\"\n\n"
@@ -62,10 +127,10 @@ for _mod in COMMAND_MODULES:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-
-    err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages quote user data and expected forms like [width, height], never markup
+    err_console.print(f"[bold red]Error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"[bold]Hint:[/bold] {hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold]Hint:[/bold] {escape(hint)}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: 0 ok, 1 error (printed as Error/Hint), 2 usage error, 130 interrupted.
     """
-    debug = os.environ.get("LAMP_DEBUG", "") not in ("", "0")
+    debug = _debug()
     refresh_help()
     command = typer.main.get_command(app)
     try:
@@ -83,16 +148,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
         sys.stderr.write("Interrupted.\n")
         sys.exit(130)
-    except LampError as e:
+    except Exception as e:
+        if _is_click(e) and type(e).__name__ == "Exit":
+            sys.exit(getattr(e, "exit_code", 1))
         if debug:
             raise
-        _print_error(e.message, e.hint)
-        sys.exit(e.exit_code)
-    except Exception as e:
         # Click-style errors (usage errors, bad parameters). Typer re-exports them under
         # different module paths across releases, so recognise them by their interface.
-        if debug or not (hasattr(e, "show") and hasattr(e, "exit_code")):
-            raise
-        e.show(file=sys.stderr)
-        sys.exit(e.exit_code)
+        if hasattr(e, "show") and hasattr(e, "exit_code") and not isinstance(e, (LampError, OSError)):
+            e.show(file=sys.stderr)
+            sys.exit(e.exit_code)
+        sys.exit(report_failure(e))  # raised outside a command (e.g. while importing one)
     sys.exit(rc if isinstance(rc, int) else 0)

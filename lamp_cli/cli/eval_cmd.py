@@ -7,7 +7,6 @@ inside the commands, when CLIP or the engine loads.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import typer
 from .. import settings
 from ..errors import UsageError
 from ..fsutil import atomic_write_text
+from ..jsonio import dumps_strict
 from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
 from .render import RichReporter, emit_json, info, out_console, setup_logging
@@ -218,7 +218,7 @@ def cmd_eval(
             "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt},
         }
     )
-    atomic_write_text(out_dir / "eval.json", json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out_dir / "eval.json", dumps_strict(report, what="eval.json", indent=2, sort_keys=True, default=str) + "\n")
     if json_out:
         emit_json(report)
     else:

@@ -88,6 +88,20 @@ def cmd_list(
         for m in motions:
             sys.stdout.write(m.name + "\n")
         return
+    if not motions:
+        from .render import info
+
+        if prefix:
+            info(f"No motion name starts with '{prefix}'. `lamp list` shows them all.")
+        else:
+            info(
+                "No motions yet. Make a first one:\n"
+                "  lamp demo --keep                         learn a toy motion in about a minute (CPU)\n"
+                "  lamp train CLIPS --name NAME             learn one from a folder of clips\n"
+                "  lamp import FILE.safetensors             add an exported motion\n"
+                "  lamp import --official PATH --name NAME  add a released LAMP checkpoint"
+            )
+        return
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
@@ -378,7 +392,11 @@ def cmd_gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Remove stale temp files, adapter files no motion uses, and edit caches of deleted motions.
+    """Remove stale temp files, adapter files no motion uses, edit caches of deleted motions
+    and empty run folders.
+
+    A temp file is stale once untouched for a minute and its writing process is gone (or
+    untouched for a day): a running `lamp train` or import keeps its own.
 
     Example:
 
@@ -389,11 +407,12 @@ def cmd_gc(
         emit_json(report.to_json())
         return
     verb = "would remove" if dry_run else "removed"
-    for p in report.removed_temp + report.removed_blobs + report.removed_edits:
+    for p in report.removed_temp + report.removed_blobs + report.removed_edits + report.removed_runs:
         sys.stdout.write(f"{verb} {p}\n")
     sys.stdout.write(
-        f"{verb} {len(report.removed_temp)} temp file(s), {len(report.removed_blobs)} unused blob(s) and "
-        f"{len(report.removed_edits)} edit cache(s) of deleted motions, {human_size(report.freed_bytes)}\n"
+        f"{verb} {len(report.removed_temp)} temp file(s), {len(report.removed_blobs)} unused blob(s), "
+        f"{len(report.removed_edits)} edit cache(s) of deleted motions and {len(report.removed_runs)} "
+        f"empty run folder(s), {human_size(report.freed_bytes)}\n"
     )
 
 

@@ -6,7 +6,6 @@ else (progress, logs, warnings, errors) goes to stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -14,18 +13,20 @@ from typing import Any
 
 from rich.console import Console
 
+from ..jsonio import dumps_strict
+
 err_console = Console(stderr=True)
 out_console = Console()
 
 
 def emit_json(obj: Any) -> None:
     """Print exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(dumps_strict(obj, what="the JSON output", indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
 def info(msg: str) -> None:
-    err_console.print(msg, highlight=False)
+    err_console.print(msg, highlight=False, soft_wrap=True)
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -38,11 +39,13 @@ def setup_logging(quiet: bool = False) -> None:
         _lamp_cli = True
 
         def emit(self, record: logging.LogRecord) -> None:
-            msg = record.getMessage()
+            from rich.markup import escape
+
+            msg = escape(record.getMessage())  # library messages are plain text, never markup
             if record.levelno >= logging.WARNING:
-                err_console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False)
+                err_console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
             else:
-                err_console.print(msg, highlight=False)
+                err_console.print(msg, highlight=False, soft_wrap=True)
 
     logger.addHandler(_Handler())
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -50,10 +53,18 @@ def setup_logging(quiet: bool = False) -> None:
 
 
 class RichReporter:
-    """A `lamp_cli.progress.Reporter` drawn as one Rich progress bar per phase, on stderr."""
+    """A `lamp_cli.progress.Reporter` drawn as one Rich progress bar per phase, on stderr.
+
+    When stderr is not a terminal (a log file, CI, nohup), Rich would draw the bar only at the
+    end; then progress is printed as plain lines instead, at least every 30 s
+    (`lamp_cli.progress.PlainReporter`).
+    """
 
     def __init__(self, enabled: bool = True):
+        from ..progress import PlainReporter
+
         self.enabled = enabled
+        self._plain = PlainReporter() if enabled and not err_console.is_terminal else None
         self._progress = None
         self._task = None
         self._t0 = 0.0
@@ -70,6 +81,9 @@ class RichReporter:
         )
 
         self.finish()
+        if self._plain is not None:
+            self._plain.start(task, total)
+            return
         if not self.enabled:
             return
         self._progress = Progress(
@@ -88,6 +102,9 @@ class RichReporter:
         self._done = 0
 
     def advance(self, n: int = 1, **fields: Any) -> None:
+        if self._plain is not None:
+            self._plain.advance(n, **fields)
+            return
         if self._progress is None:
             return
         self._done += n
@@ -98,6 +115,8 @@ class RichReporter:
         self._progress.update(self._task, advance=n, extra=extra)
 
     def finish(self) -> None:
+        if self._plain is not None:
+            self._plain.finish()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

@@ -9,7 +9,6 @@ show what the prompt asked for?
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -22,6 +21,7 @@ import numpy as np
 from ..engine import Engine
 from ..errors import InvalidInput
 from ..fsutil import atomic_write_text, atomic_writer
+from ..jsonio import dumps_strict
 from ..models.base import BaseComponents, load_base
 from ..progress import Reporter
 from ..registry import Registry, validate_name
@@ -278,7 +278,9 @@ def run_demo(
         sample_seconds = time.perf_counter() - t0
 
         # 5. write the video three ways and measure it
-        out.mkdir(parents=True, exist_ok=True)
+        from ..fsutil import make_output_folder
+
+        make_output_folder(out)
         stem = name
         files = {
             "mp4": write_video(result.frames, out / f"{stem}.mp4", fps=8),
@@ -300,7 +302,7 @@ def run_demo(
         )
 
         sidecar = out / f"{stem}.json"
-        atomic_write_text(sidecar, json.dumps({**demo.to_json(), "record": result.record}, indent=2, default=str))
+        atomic_write_text(sidecar, dumps_strict({**demo.to_json(), "record": result.record}, what="the demo sidecar", indent=2, default=str))
         demo.files["json"] = sidecar
         return demo
     finally:

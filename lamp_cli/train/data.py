@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InvalidInput, LampError, NotFound
 from ..progress import Reporter, reporter_or_null
-from ..video import VIDEO_EXTENSIONS, probe_video, read_video, resize_center_crop
+from ..video import VIDEO_EXTENSIONS, probe_video, read_video
 
 log = logging.getLogger("lamp")
 
@@ -124,10 +124,17 @@ def check_clips(clips: str | Path, frames: int, stride: int) -> list[ClipInfo]:
             raise InvalidInput(e.message, hint="remove or re-encode that file; lamp reads what ffmpeg can decode") from None
         if info.num_frames < need:
             longest = (info.num_frames - 1) // stride + 1
+            if longest >= 2:
+                hint = f"use --frames {longest} or less" + (" or a smaller --stride" if stride > 1 else "")
+                hint += ", or remove the clip"
+            elif info.num_frames >= 2:  # only a smaller stride fits this clip
+                hint = "use --stride 1 with fewer --frames, or remove the clip"
+            else:  # a still image: no --frames value can train on it
+                hint = "a motion is learned from at least 2 frames: remove the clip or use a longer one"
             raise InvalidInput(
-                f"clip {path} has {info.num_frames} frames; {frames} frames at stride {stride} need {need}",
-                hint=f"use --frames {longest} or less" + (" or a smaller --stride" if stride > 1 else "")
-                + ", or remove the clip",
+                f"clip {path} has {info.num_frames} frame{'s' if info.num_frames != 1 else ''}; "
+                f"{frames} frames at stride {stride} need {need}",
+                hint=hint,
             )
         infos.append(ClipInfo(path, info.num_frames, info.fps, info.width, info.height, _read_caption(path)))
     return infos
@@ -221,14 +228,14 @@ def encode_clips(
     unique = list(dict.fromkeys(prompts))
     cache = []
     for info, prompt in zip(infos, prompts, strict=True):
-        clip = read_video(info.path)
+        clip = read_video(info.path, size=(width, height))  # resized frame by frame while decoding
         if clip.num_frames < need:  # probing counts packets; decoding is the truth
             raise InvalidInput(
                 f"clip {info.path} decodes to {clip.num_frames} frames; the window needs {need}",
                 hint="use fewer --frames or a smaller --stride, or remove the clip",
             )
         info.num_frames = clip.num_frames
-        frames = resize_center_crop(clip.frames, width, height)  # T×H×W×3 uint8
+        frames = clip.frames  # T×H×W×3 uint8
         mean, std = zip(
             encode_frames(base.vae, frames, latent_scale=base.latent_scale),
             encode_frames(base.vae, frames[:, :, ::-1], latent_scale=base.latent_scale),

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
+import math
 import os
 import random
 import shlex
@@ -36,7 +36,8 @@ from typing import Any
 from .. import settings
 from ..adapter import MotionAdapter, check_adapter_dtype, extract, make_metadata
 from ..devices import resolve_device, resolve_dtype
-from ..errors import Interrupted, InvalidInput, NameTaken, NotFound
+from ..errors import Interrupted, InvalidInput, LampError, NameTaken, NotFound, from_os_error
+from ..jsonio import dumps_strict
 from ..models.base import BaseComponents, architecture_of, load_base
 from ..models.locate import require_base
 from ..progress import Reporter, reporter_or_null
@@ -264,6 +265,31 @@ def _resume_command(clips: str | Path, name: str, base: str) -> str:
     return shlex.join(cmd + ["--resume"])
 
 
+def _publish_failed(
+    e: BaseException, name: str, steps: int, ckpt: Path, save_final: Callable[[], None] | None, resume: str
+) -> LampError:
+    """The error of a training whose publish failed (full disk, read-only registry, name taken):
+    the trained state is saved (or the last checkpoint kept) and the message says how to publish it."""
+    why = from_os_error(e, home=str(settings.lamp_home())).message if isinstance(e, OSError) else e.message  # type: ignore[union-attr]
+    kept = None
+    if save_final is not None:
+        try:
+            save_final()
+            kept = f"the trained state (step {steps}) is saved in {ckpt}"
+        except (OSError, LampError) as e2:
+            log.warning("could not save the final checkpoint either: %s", e2)
+    if kept is None:
+        if ckpt.exists():
+            step = read_checkpoint_meta(ckpt).get("step", "?")
+            kept = f"the last checkpoint (step {step} of {steps}) is kept in {ckpt}"
+        else:
+            kept = "no checkpoint could be written (pass --checkpoint-every to keep one during training)"
+    return LampError(
+        f"training of '{name}' finished but publishing it failed: {why}. {kept}",
+        hint=f"fix that, then run `{resume}`: it publishes without training again (or finishes the last steps)",
+    )
+
+
 def _evaluate_safely(evaluator: Any, step: int, video_unet: Any, loss: float) -> None:
     """Score the motion at `step`; a failed evaluation is reported, and training goes on."""
     try:
@@ -284,7 +310,7 @@ def _best_adapter(evaluator: Any, train_record: dict[str, Any], md: dict[str, st
         "final_loss": point["loss"],
         "selected": {"by": evaluator.plan.score, "step": point["step"], "run_steps": train_record["steps"], "last": evaluator.name},
     }
-    header = {**md, "lamp.name": best_name(evaluator.name), "lamp.train": json.dumps(record, sort_keys=True, default=str)}
+    header = {**md, "lamp.name": best_name(evaluator.name), "lamp.train": dumps_strict(record, what="the training record (lamp.train)", sort_keys=True, default=str)}
     return MotionAdapter(evaluator.best.tensors, header)
 
 
@@ -380,10 +406,11 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
         checkpoint_every = saved.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY)
     if checkpoint_every < 0:
         raise InvalidInput(f"--checkpoint-every must be 0 (only on Ctrl-C) or positive, got {checkpoint_every}")
-    if meta is not None and meta["step"] >= steps:
+    # a checkpoint at exactly --steps is a finished run whose publish failed: resuming publishes it
+    if meta is not None and meta["step"] > steps:
         raise InvalidInput(
-            f"the checkpoint of '{name}' is at step {meta['step']}, not before --steps {steps}",
-            hint=f"pass --steps larger than {meta['step']}",
+            f"the checkpoint of '{name}' is at step {meta['step']}, past --steps {steps}",
+            hint=f"pass --steps {meta['step']} or more",
         )
     eval_plan, eval_out = _check_eval(name, registry, kw, rec, meta, frames=frames, width=width, height=height,
                                       steps=steps)
@@ -546,7 +573,8 @@ def _inflate(run: _Run, base: Any, own_base: bool, accelerator: Any, cache: Any,
     meta = run.meta
     if meta is not None:
         restore_checkpoint(run.ckpt, video_unet, optimizer, names, meta)
-        start_step, losses, elapsed_before = int(meta["step"]), list(meta["losses"]), float(meta["seconds"])
+        start_step, elapsed_before = int(meta["step"]), float(meta["seconds"])
+        losses = [math.nan if v is None else v for v in meta["losses"]]
         if accelerator.is_main_process:
             log.info("resuming '%s' at step %d of %d", run.request.name, start_step, run.request.steps)
     model, optimizer = accelerator.prepare(video_unet, optimizer)
@@ -737,11 +765,18 @@ def _finish(run: _Run, m: _Models, seconds: float) -> TrainResult:
     if is_main:
         source = f"lamp train {m.opts.clips}"
         if run.request.publish:
-            manifest = run.registry.publish_adapter(adapter, force=run.request.force, source=source)
-            if best_adapter is not None:
-                best_manifest = run.registry.publish_adapter(
-                    best_adapter, force=run.request.force, source=f"{source} (best of '{run.request.name}')"
-                )
+            try:
+                manifest = run.registry.publish_adapter(adapter, force=run.request.force, source=source)
+                if best_adapter is not None:
+                    best_manifest = run.registry.publish_adapter(
+                        best_adapter, force=run.request.force, source=f"{source} (best of '{run.request.name}')"
+                    )
+            except (OSError, LampError) as e:
+                req = run.request
+                single = accelerator.num_processes == 1
+                final = (lambda: _write_checkpoint(run, m, req.steps, seconds)) if single else None
+                resume = _resume_command(req.clips, req.name, req.base_spec)
+                raise _publish_failed(e, req.name, req.steps, run.ckpt, final, resume) from None
         if evaluator is not None:
             evaluator.cleanup()
         run.ckpt.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ written atomically) and the one compatibility check of a resumed run against its
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from .. import settings
 from ..adapter import read_header
 from ..errors import InvalidInput, LampError
 from ..fsutil import replace_durably, temp_sibling
+from ..jsonio import dumps_strict
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CHECKPOINT_FORMAT = "1"
@@ -56,7 +58,10 @@ def save_checkpoint(path: Path, tensors: dict[str, Any], meta: dict[str, Any]) -
 
     tmp = temp_sibling(path)
     try:
-        save_file(tensors, tmp, metadata={"format": "pt", "lamp.checkpoint": json.dumps(meta, default=str)})
+        # strict JSON: a non-finite loss (an fp16 overflow step) is stored as null, read back as nan
+        meta = {**meta, "losses": [v if math.isfinite(v) else None for v in meta.get("losses", [])]}
+        text = dumps_strict(meta, what="the checkpoint's record", default=str)
+        save_file(tensors, tmp, metadata={"format": "pt", "lamp.checkpoint": text})
         replace_durably(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
