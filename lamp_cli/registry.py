@@ -433,6 +433,7 @@ class GcReport:
     removed_temp: list[str] = field(default_factory=list)
     removed_blobs: list[str] = field(default_factory=list)
     removed_edits: list[str] = field(default_factory=list)  # edits/<name>/ folders of gone motions
+    removed_bases: list[str] = field(default_factory=list)  # converted single-file bases whose file is gone
     freed_bytes: int = 0
     dry_run: bool = False
 

@@ -716,6 +716,7 @@ def train_motion(
     flip: bool | None = None,
     seed_note: str | None = None,
     min_timestep: int | None = None,
+    loras: Any = None,
 ) -> TrainResult:
     """Learn a motion from `clips` (a folder of videos, or one video) and publish it as `name`.
 
@@ -891,7 +892,10 @@ def train_motion(
 
     own_base = not isinstance(base, BaseComponents)
     if own_base:
-        base = load_base(base_spec, device="cpu")
+        base = load_base(base_spec, device="cpu", loras=loras)  # LoRAs: a motion on a styled base
+        base_spec = base.spec  # a single file is recorded by its absolute path
+    elif loras:
+        raise InvalidInput("loras apply when train_motion loads the base", hint="pass them to load_base instead")
     if meta is not None and base.fingerprint != saved.get("base_fingerprint"):
         raise InvalidInput(
             f"base '{base_spec}' is not the base the checkpoint was trained on (fingerprint "

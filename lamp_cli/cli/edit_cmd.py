@@ -59,12 +59,14 @@ def edit(
     no_histogram_match: bool = typer.Option(False, "--no-histogram-match", help="Turn off pixel histogram matching to the first frame."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)."),
     dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | fp16 | bf16 (default: fp16 on GPU, fp32 on CPU)."),
-    base: str | None = typer.Option(None, "--base", help="Base model (repo id, folder, tiny) (default: CompVis/stable-diffusion-v1-4)."),
+    base: str | None = typer.Option(None, "--base", help="Base model (repo id, folder, SD-1.x .safetensors/.ckpt file, tiny) (default: CompVis/stable-diffusion-v1-4)."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base; repeat to blend (default: config `lora`)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing -o file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document describing the result on stdout."),
 ) -> None:
     """Edit a video: tune a motion on it, invert it, give it a new first frame, resample (LAMP §5.2)."""
     from .. import settings
+    from ..lora import resolve_loras
     from .render import emit_json, info, setup_logging
 
     setup_logging()
@@ -123,6 +125,7 @@ def edit(
         adain=not no_adain,
         histogram_match=not no_histogram_match,
         base=settings.get("base", base),
+        loras=resolve_loras(lora),
         device=settings.get("device", device),
         dtype=settings.get("dtype", dtype),
         progress=RichReporter(),

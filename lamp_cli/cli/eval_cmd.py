@@ -97,6 +97,9 @@ def cmd_eval(
     base: str | None = typer.Option(
         None, "--base", help="Base model (default: the one the motion was trained on, else setting 'base')."
     ),
+    lora: list[str] | None = typer.Option(
+        None, "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base; repeatable (default: config `lora`)."
+    ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="DDIM steps (default: setting 'steps')."),
     frames: int | None = typer.Option(
         None, "--frames", min=2, help="Frames per video (default: the motion's)."
@@ -196,13 +199,16 @@ def cmd_eval(
     check_sample_args(**sample_kwargs, seed=seed_list[-1])
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps must be positive (got {fps})")
+    from ..lora import resolve_loras
+
+    loras = resolve_loras(lora)  # a missing LoRA file fails now
     # 2. CLIP first: a missing CLIP model should fail before minutes of generation.
     scorer = Scorer(clip_spec, device=dev)
     # 3. Generate with the engine (text-to-image first frames, as `lamp gen` does), on the
     #    motion's own base unless --base says otherwise.
     motion_base = manifest.base.get("spec") if isinstance(manifest.base, dict) else None
     base_spec = str(base or motion_base or settings.get("base"))
-    engine = Engine(base_spec, device=dev, dtype=settings.get("dtype"))
+    engine = Engine(base_spec, device=dev, dtype=settings.get("dtype"), loras=loras)
     info(f"generating {len(prompts) * len(seed_list)} videos of '{motion}' into {out_dir}")
     made = generate_videos(
         engine,
@@ -226,7 +232,8 @@ def cmd_eval(
             "out": str(out_dir),
             "prompts_source": source,
             "seeds": seed_list,
-            "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt},
+            "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt,
+                         "loras": engine.base.record().get("loras", [])},
         }
     )
     atomic_write_text(out_dir / "eval.json", json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from ..errors import InvalidInput, UsageError
+from ..lora import resolve_loras
 
 GEN_EPILOG = """Examples:
 
@@ -55,6 +56,7 @@ class Options:
     device: str | None = None
     dtype: str | None = None
     base: str | None = None
+    lora: list[str] | None = None
     compile: bool = False
     offload: bool = False
     overwrite: bool = False
@@ -86,7 +88,8 @@ O_NO_ADAIN = typer.Option(False, "--no-adain", help="Turn off latent AdaIN towar
 O_NO_HIST = typer.Option(False, "--no-histogram-match", help="Turn off pixel histogram matching to the first frame.")
 O_DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps [default: auto].")
 O_DTYPE = typer.Option(None, "--dtype", help="auto | fp32 | fp16 | bf16 [default: fp16 on GPU, fp32 on CPU].")
-O_BASE = typer.Option(None, "--base", help="Base model (repo id, folder, tiny) [default: the motion's base].")
+O_BASE = typer.Option(None, "--base", help="Base model (repo id, diffusers folder, SD-1.x .safetensors/.ckpt file, tiny) [default: the motion's base].")
+O_LORA = typer.Option(None, "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base before the motion; repeat to blend [default: config `lora`].")
 O_COMPILE = typer.Option(False, "--compile", help="torch.compile the video UNet (slow first video, faster after).")
 O_OFFLOAD = typer.Option(False, "--offload", help="Keep models on the CPU, moving each to the GPU only while it runs.")
 O_OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing -o file.")
@@ -122,6 +125,7 @@ def gen(
     device: str | None = O_DEVICE,
     dtype: str | None = O_DTYPE,
     base: str | None = O_BASE,
+    lora: list[str] | None = O_LORA,
     compile: bool = O_COMPILE,
     offload: bool = O_OFFLOAD,
     overwrite: bool = O_OVERWRITE,
@@ -131,7 +135,7 @@ def gen(
     opts = _options(
         output=output, fmt=fmt, fps=fps, frames=frames, width=width, height=height, steps=steps,
         guidance=guidance, negative=negative, seed=seed, shared_noise=shared_noise, no_adain=no_adain,
-        no_histogram_match=no_histogram_match, device=device, dtype=dtype, base=base, compile=compile,
+        no_histogram_match=no_histogram_match, device=device, dtype=dtype, base=base, lora=lora, compile=compile,
         offload=offload, overwrite=overwrite, json_out=json_out,
     )
     if from_sidecar is not None:
@@ -176,6 +180,7 @@ def animate(
     device: str | None = O_DEVICE,
     dtype: str | None = O_DTYPE,
     base: str | None = O_BASE,
+    lora: list[str] | None = O_LORA,
     compile: bool = O_COMPILE,
     offload: bool = O_OFFLOAD,
     overwrite: bool = O_OVERWRITE,
@@ -185,7 +190,7 @@ def animate(
     opts = _options(
         output=output, fmt=fmt, fps=fps, frames=frames, width=width, height=height, steps=steps,
         guidance=guidance, negative=negative, seed=seed, shared_noise=shared_noise, no_adain=no_adain,
-        no_histogram_match=no_histogram_match, device=device, dtype=dtype, base=base, compile=compile,
+        no_histogram_match=no_histogram_match, device=device, dtype=dtype, base=base, lora=lora, compile=compile,
         offload=offload, overwrite=overwrite, json_out=json_out,
     )
     _run(command="animate", motion_specs=motions, prompts=[prompt] if prompt else [None], image=image,
@@ -219,7 +224,7 @@ def _from_sidecar(path: Path, opts: Options) -> dict[str, Any]:
         raise InvalidInput(f"{path} describes a `lamp edit` video",
                            hint="run the same `lamp edit` command again (its tuning and inversion are cached)")
     fixed = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "base",
-             "dtype", "compile", "offload")
+             "lora", "dtype", "compile", "offload")
     clash = [f"--{k.replace('_', '-')}" for k in fixed if getattr(opts, k) not in (None, False)]
     clash += [flag for flag, v in (("--no-adain", opts.no_adain), ("--no-histogram-match", opts.no_histogram_match)) if v]
     if clash:
@@ -232,7 +237,10 @@ def _from_sidecar(path: Path, opts: Options) -> dict[str, Any]:
     opts.no_histogram_match = not doc.get("histogram_match", True)
     opts.adain_switch = doc.get("adain_switch")
     opts.overlap = doc.get("overlap") or None
-    opts.base = doc["base"]["spec"]
+    from ..models.base import replay_base_record
+
+    opts.base, loras = replay_base_record(doc["base"])  # refuses a missing or changed file or LoRA
+    opts.lora = [f"{s.path}:{s.weight!r}" for s in loras] or ["none"]
     opts.dtype = doc.get("dtype")
     opts.device = opts.device or (doc.get("device", "auto").split(":")[0] if doc.get("device") else None)
     opts.fps = opts.fps or out.get("fps")
@@ -313,6 +321,7 @@ def _run(
     shared_noise = settings.get("shared_noise", opts.shared_noise)
     fps = float(settings.get("fps", opts.fps))
     base = opts.base or (first.base or {}).get("spec") or settings.get("base")
+    loras = resolve_loras(opts.lora)
     check_sample_args(frames=frames, width=width, height=height, steps=steps, guidance=guidance,
                       shared_noise=shared_noise, seed=opts.seed)
     if not fps > 0:
@@ -347,7 +356,7 @@ def _run(
         device = state.device
     info(f"loading base '{base}' ...")
     engine = Engine(base, device=device, dtype=settings.get("dtype", opts.dtype), compile=opts.compile,
-                    offload=opts.offload, first_frame_model=opts.first_frame_model)
+                    offload=opts.offload, first_frame_model=opts.first_frame_model, loras=loras)
     want = opts.expect.get("base_fingerprint")
     if want and want != engine.base.fingerprint:
         info(f"[yellow]Warning:[/yellow] base '{base}' is not the one the video was made with (fingerprint {engine.base.fingerprint} != {want}); the video will differ")

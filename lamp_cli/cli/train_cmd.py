@@ -33,7 +33,8 @@ def cmd_train(
         None, "--prompt", "-p", help="Prompt for every clip (default: the recipe's, <video>.txt captions, or the folder name)."
     ),
     recipe: str | None = typer.Option(None, "--recipe", help="A built-in recipe (`lamp recipes`) or a .toml file: prompt and defaults."),
-    base: str | None = typer.Option(None, "--base", help="Base model: HF repo id (local cache), folder, tiny or toy (default: setting 'base')."),
+    base: str | None = typer.Option(None, "--base", help="Base model: HF repo id (local cache), folder, SD-1.x .safetensors/.ckpt file, tiny or toy (default: setting 'base')."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Image LoRA FILE[:WEIGHT] fused into the base: learn the motion on a styled base; repeatable (only from the command line)."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps (default: setting 'train_steps', 10000)."),
     frames: int | None = typer.Option(None, "--frames", help="Frames per training window (default: 16)."),
     stride: int | None = typer.Option(None, "--stride", help="Take every STRIDE-th frame (default: 1)."),
@@ -102,6 +103,7 @@ def cmd_train(
 
       accelerate launch -m lamp_cli train ./horse_run --name horse-run
     """
+    from ..lora import parse_loras
     from ..train import train_motion
     from .render import RichReporter
 
@@ -142,6 +144,7 @@ def cmd_train(
         eval_out=eval_out,
         flip=flip,
         min_timestep=min_timestep,
+        loras=parse_loras(lora),
     )
     if not result.is_main_process:
         return  # under `accelerate launch`, only the main process reports
