@@ -172,6 +172,11 @@ def apply_loras(base: Any, loras: list[LoraSpec]) -> list[LoraSpec]:
     read = [read_lora(s) for s in loras]  # every file is checked (and hashed) before any change
     active = [(sd, s) for sd, s in read if s.weight != 0]
     if active:
+        from diffusers.utils import USE_PEFT_BACKEND
+
+        if not USE_PEFT_BACKEND:
+            raise InvalidInput("applying a LoRA needs the peft package (diffusers' LoRA backend)",
+                               hint="pip install 'peft>=0.17'")
         pipe = StableDiffusionPipeline(
             vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
             scheduler=DDIMScheduler.from_config(base.scheduler_config), safety_checker=None,

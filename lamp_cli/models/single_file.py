@@ -44,7 +44,7 @@ TOKENIZER_REPOS = (
     ("runwayml/stable-diffusion-v1-5", "tokenizer/"),
 )
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-TOKENIZER_OPTIONAL = ("tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_OPTIONAL = ("tokenizer_config.json", "special_tokens_map.json")  # and tokenizer.json, if there
 
 # Incremented by every conversion (tests check that a cache hit does not convert again).
 CONVERSIONS = 0
@@ -277,9 +277,10 @@ def sd1_tokenizer_dir() -> Path:
     from huggingface_hub import try_to_load_from_cache
 
     for repo, sub in TOKENIZER_REPOS:
-        found = [try_to_load_from_cache(repo, sub + name) for name in TOKENIZER_FILES]
-        if all(isinstance(p, str) for p in found):
-            return Path(found[0]).parent
+        for names in (TOKENIZER_FILES, ("tokenizer.json",)):  # the slow files, else the fast one
+            found = [try_to_load_from_cache(repo, sub + name) for name in names]
+            if all(isinstance(p, str) for p in found):
+                return Path(found[0]).parent
     raise BaseModelMissing(
         "openai/clip-vit-large-patch14",
         "converting an SD-1.x single-file checkpoint needs SD-1.x's CLIP tokenizer, which is not in the "
@@ -315,15 +316,23 @@ def _save_tensors(tensors: dict[str, Any], path: Path) -> None:
 
 
 def _write_tokenizer(source: Path, dest: Path) -> None:
+    """Copy a CLIP tokenizer's files (slow `vocab.json` + `merges.txt` and/or fast `tokenizer.json`)
+    and make sure its config says 77 tokens; check that it loads with its whole vocabulary."""
+    from transformers import CLIPTokenizer
+
     dest.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES + TOKENIZER_OPTIONAL:
+    for name in TOKENIZER_FILES + TOKENIZER_OPTIONAL + ("tokenizer.json",):
         if (source / name).is_file():
             shutil.copyfile(source / name, dest / name)
     config = dict(TOKENIZER_CONFIG)
     if (dest / "tokenizer_config.json").is_file():
-        config.update({k: v for k, v in _read_json(dest / "tokenizer_config.json").items() if k != "model_max_length"})
-        config["model_max_length"] = min(int(_read_json(dest / "tokenizer_config.json").get("model_max_length", 77)), 77)
+        config.update(_read_json(dest / "tokenizer_config.json"))
+    config["model_max_length"] = min(int(config.get("model_max_length") or 77), 77)
     (dest / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    vocab = len(CLIPTokenizer.from_pretrained(dest, local_files_only=True).get_vocab())
+    if vocab <= 256:  # no vocabulary file was found: every word would become <unk>
+        raise InvalidInput(f"the CLIP tokenizer in {source} is incomplete ({vocab} tokens)",
+                           hint="download it again: `hf download openai/clip-vit-large-patch14`")
 
 
 def write_diffusers_folder(converted: dict[str, dict[str, Any]], family: str, configs: Path, dest: Path,
