@@ -12,9 +12,11 @@ A LoRA of weight 0 is skipped, so it gives exactly the video of no LoRA.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,27 @@ def _load_adapter(pipe: Any, sd: dict[str, Any], spec: LoraSpec, name: str) -> N
                                      adapter_name=name, metadata=metadata, _pipeline=pipe)
 
 
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    import diffusers
+
+    level = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        diffusers.utils.logging.set_verbosity(level)
+
+
+def _first_reason(e: Exception) -> str:
+    """The informative line of a loader's error (a size mismatch, a missing module)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if "size mismatch" in line or "not found" in line:
+            return line[:300]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
 def apply_loras(base: Any, loras: list[LoraSpec]) -> list[LoraSpec]:
     """Fuse `loras` (weight-0 ones skipped) into `base.unet` and `base.text_encoder` in place;
     returns every spec with its sha256 (weight-0 ones included, for the record).
@@ -187,9 +210,10 @@ def apply_loras(base: Any, loras: list[LoraSpec]) -> list[LoraSpec]:
             for i, (sd, spec) in enumerate(active):
                 name = f"lamp_lora_{i}"
                 try:
-                    _load_adapter(pipe, sd, spec, name)
+                    with _quiet_diffusers():  # its own report of the failure would repeat ours
+                        _load_adapter(pipe, sd, spec, name)
                 except (ValueError, KeyError, RuntimeError, TypeError) as e:
-                    raise InvalidInput(f"LoRA {spec.path} does not fit this base ({str(e).splitlines()[0][:300]})",
+                    raise InvalidInput(f"LoRA {spec.path} does not fit this base ({_first_reason(e)})",
                                        hint="use a LoRA trained for this base's architecture (SD-1.x)") from None
                 if _lora_layers(base.unet, name) + _lora_layers(base.text_encoder, name) == 0:
                     raise InvalidInput(f"LoRA {spec.path} matches no layer of this base",
