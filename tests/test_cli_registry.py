@@ -330,7 +330,8 @@ def test_gc(capsys, reg: Registry) -> None:
     orphan.write_bytes(b"12345")
     doc = run_json(capsys, "gc", "--dry-run")
     assert doc == {
-        "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": []
+        "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": [],
+        "removed_bases": [], "converted_bases": [],
     }
     assert orphan.exists()
     code, out, _ = run(capsys, "gc")
