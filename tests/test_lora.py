@@ -172,3 +172,23 @@ def test_files_that_are_not_loras_or_fit_no_layer_are_refused(setup, tiny_base_d
     code, _, err = run([*animate, "--lora", str(tmp_path / "gone.safetensors"), "-o", str(tmp_path / "c")], capsys)
     assert code == 1 and "not found" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_train_with_a_lora_learns_the_motion_on_the_styled_base(tiny_base_dir, tiny_base, tmp_path, capsys):
+    from lamp_cli.models.base import load_base
+    from lamp_cli.video import write_video
+
+    lora = make_lora(tiny_base_dir, tmp_path / "style.safetensors")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    f = np.full((4, 32, 32, 3), 30, dtype=np.uint8)
+    for k in range(4):
+        f[k, 8:20, 4 * k : 4 * k + 12] = (200, 50, 50)
+    write_video(f, clips / "clip.mp4", fps=8)
+    code, _, err = run(["train", str(clips), "--name", "styled", "--base", str(tiny_base_dir), "--lora", f"{lora}:0.7",
+                        "--steps", "1", "--frames", "4", "--width", "32", "--height", "32", "--seed", "3",
+                        "--checkpoint-every", "0", "--prompt", "a red square moves right"], capsys)
+    assert code == 0, err
+    shown = json.loads(run(["show", "styled", "--json"], capsys)[1])["manifest"]
+    styled = load_base(str(tiny_base_dir), loras=[(lora, 0.7)])
+    assert shown["base"]["fingerprint"] == styled.fingerprint != tiny_base.fingerprint

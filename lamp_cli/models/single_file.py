@@ -17,6 +17,7 @@ map them to diffusers names, and `save_single_file` writes the reverse (for test
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -360,7 +361,19 @@ def write_diffusers_folder(converted: dict[str, dict[str, Any]], family: str, co
         "scheduler": ["diffusers", "DDIMScheduler"],
     }
     (dest / "model_index.json").write_text(json.dumps(index, indent=2))
-    (dest / "lamp_source.json").write_text(json.dumps({**source, "family": family}, indent=2))
+    (dest / "lamp_source.json").write_text(json.dumps({**source, "family": family, "format": CACHE_FORMAT}, indent=2))
+
+
+CACHE_FORMAT = 1  # bump when the converted layout changes: older folders are converted again
+
+
+def _current(folder: Path) -> bool:
+    """A complete converted folder written by this cache format."""
+    try:
+        return _read_json(folder / "lamp_source.json").get("format") == CACHE_FORMAT and (
+            folder / "model_index.json").is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def converted_folder(path: str | Path) -> tuple[Path, str]:
@@ -373,7 +386,7 @@ def converted_folder(path: str | Path) -> tuple[Path, str]:
         raise BaseModelMissing(what, "no such file")
     sha = file_sha256(path)
     dest = cache_root() / sha
-    if (dest / "model_index.json").is_file():
+    if _current(dest):
         return dest, sha
     shapes = read_shapes(path)
     if shapes is not None:  # a safetensors file is classified from its header alone
@@ -388,6 +401,9 @@ def converted_folder(path: str | Path) -> tuple[Path, str]:
     try:
         write_diffusers_folder(converted, family, configs, tmp,
                                {"path": str(path.resolve()), "sha256": sha, "size": path.stat().st_size})
+        if dest.exists() and not _current(dest):  # written by an older lamp: set it aside for gc
+            with contextlib.suppress(OSError):
+                os.replace(dest, dest.with_name(f"{TMP_PREFIX}old-{sha[:16]}.{os.getpid()}"))
         try:
             os.replace(tmp, dest)
         except OSError:  # another process converted the same file first; theirs is identical
@@ -419,7 +435,8 @@ def cached_conversions() -> list[dict[str, Any]]:
 
 
 def gc_conversions(*, dry_run: bool = False, stale_seconds: float = 60.0) -> tuple[list[str], int]:
-    """Remove converted bases whose source file is gone, and old temp folders; (removed, bytes)."""
+    """Remove converted bases whose source file is gone, their hash-index entries, and old temp
+    folders (an interrupted conversion, a folder of an older cache format); (removed, bytes)."""
     import time
 
     removed, freed = [], 0
@@ -432,6 +449,14 @@ def gc_conversions(*, dry_run: bool = False, stale_seconds: float = 60.0) -> tup
             freed += entry["bytes"]
             if not dry_run:
                 shutil.rmtree(entry["folder"], ignore_errors=True)
+    index_file = root / "hashes.json"
+    try:
+        index = json.loads(index_file.read_text())
+        kept = {k: v for k, v in index.items() if Path(k).is_file()}
+        if len(kept) != len(index) and not dry_run:
+            atomic_write_text(index_file, json.dumps(kept, indent=1, sort_keys=True))
+    except (OSError, ValueError, AttributeError):
+        pass
     now = time.time()
     for p in root.glob(f"{TMP_PREFIX}*"):
         try:
