@@ -75,12 +75,16 @@ def parse_loras(specs: Any) -> list[LoraSpec]:
 
 def resolve_loras(cli: list[str] | None) -> list[LoraSpec]:
     """The LoRAs of a command: `--lora` values, else `LAMP_LORA` (comma-separated), else config.toml's
-    `lora` list; `none` means no LoRA (it overrides the config). Each file must exist (checked now,
+    `lora` list (relative paths there are relative to the file's folder); `none` means no LoRA (it
+    overrides the config). Each file must exist (checked now,
     before any model loads); it is read and hashed when the base loads."""
     from . import settings
 
-    specs = settings.get("lora", list(cli) if cli else None) or []
-    out = parse_loras([s for s in specs if str(s).strip().lower() != "none"])
+    resolved = settings.resolve("lora", list(cli) if cli else None)
+    out = parse_loras([s for s in resolved.value or [] if str(s).strip().lower() != "none"])
+    if resolved.source == "config":  # relative paths in config.toml are relative to its folder
+        folder = settings.config_path().parent
+        out = [s if s.path.is_absolute() else LoraSpec(folder / s.path, s.weight) for s in out]
     for spec in out:
         if not spec.path.is_file():
             raise NotFound(f"LoRA file {spec.path} not found", hint="--lora takes FILE[:WEIGHT] of an existing file")

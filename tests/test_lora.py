@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,18 @@ def test_train_with_a_lora_learns_the_motion_on_the_styled_base(tiny_base_dir, t
     shown = json.loads(run(["show", "styled", "--json"], capsys)[1])["manifest"]
     styled = load_base(str(tiny_base_dir), loras=[(lora, 0.7)])
     assert shown["base"]["fingerprint"] == styled.fingerprint != tiny_base.fingerprint
+
+
+def test_lora_specs_from_the_command_line_environment_and_config(tmp_path, monkeypatch):
+    from lamp_cli.errors import NotFound
+    from lamp_cli.lora import LoraSpec, parse_lora, resolve_loras
+
+    assert parse_lora("a/b.safetensors:0.25") == LoraSpec(Path("a/b.safetensors"), 0.25)
+    assert parse_lora("C:/x/style.safetensors") == LoraSpec(Path("C:/x/style.safetensors"), 1.0)
+    (tmp_path / "style.safetensors").write_bytes(b"x")
+    Path(os.environ["LAMP_CONFIG"]).write_text('lora = ["style.safetensors:0.5"]\n')
+    assert resolve_loras(None) == [LoraSpec(tmp_path / "style.safetensors", 0.5)]  # beside config.toml
+    assert resolve_loras(["none"]) == []  # the command line turns the config's off
+    monkeypatch.setenv("LAMP_LORA", f"{tmp_path / 'style.safetensors'}:0.1,{tmp_path / 'gone.safetensors'}")
+    with pytest.raises(NotFound, match="gone.safetensors"):
+        resolve_loras(None)
