@@ -172,3 +172,16 @@ def test_shipped_sd1_configs_fit_the_original_sd1_layout():
     single_file.classify({k: tuple(v.shape) for k, v in sd.items()}, "sd1")
     family, _, converted = single_file.match_family(sd, "sd1")
     assert family == "sd1" and len(converted["unet"]) == len(unet.state_dict())
+
+
+def test_fingerprint_samples_tensors_larger_than_float32_counts_exactly():
+    """SD-1.x's largest UNet convolutions have 29,491,200 weights; float32 cannot count that far."""
+    from types import SimpleNamespace
+
+    from lamp_cli.models.base import fingerprint
+
+    big = torch.zeros(29491200, dtype=torch.float16)
+    big[-1] = 1.0
+    unet = SimpleNamespace(config={"block_out_channels": [1280]}, state_dict=lambda: {"w": big})
+    changed = SimpleNamespace(config=unet.config, state_dict=lambda: {"w": torch.zeros_like(big)})
+    assert fingerprint(unet) != fingerprint(changed)  # the last weight is sampled, and no IndexError

@@ -239,7 +239,9 @@ def fingerprint(unet: Any) -> str:
             continue
         name = name.replace(".conv2d.", ".")
         flat = tensor.detach().reshape(-1)
-        idx = torch.linspace(0, flat.numel() - 1, steps=min(16, flat.numel())).long()
+        # float32 linspace rounds n-1 up to n for tensors of more than 2^24 elements (SD-1.x's
+        # 1280×2560×3×3 convolutions): clamp, which leaves every index that was in range as it was.
+        idx = torch.linspace(0, flat.numel() - 1, steps=min(16, flat.numel())).long().clamp_(max=flat.numel() - 1)
         sample = flat[idx.to(flat.device)].float().cpu().to(torch.float16)
         h.update(name.encode())
         h.update(sample.numpy().tobytes())
