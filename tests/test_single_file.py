@@ -140,7 +140,7 @@ def test_files_that_are_not_sd1_checkpoints_are_named(shapes, needle, tmp_path):
 def test_junk_files_unsafe_pickles_and_missing_files_are_clean_errors(tmp_path):
     import datetime
 
-    from lamp_cli.errors import BaseModelMissing
+    from lamp_cli.errors import NotFound
     from lamp_cli.models.base import load_base
 
     junk = tmp_path / "junk.safetensors"
@@ -151,7 +151,7 @@ def test_junk_files_unsafe_pickles_and_missing_files_are_clean_errors(tmp_path):
     torch.save({"state_dict": {"x": datetime.date(2020, 1, 1)}}, str(bad))
     with pytest.raises(InvalidInput, match="cannot be read as a plain tensor checkpoint"):
         load_base(str(bad))
-    with pytest.raises(BaseModelMissing, match="no such file"):
+    with pytest.raises(NotFound, match="no such file"):
         load_base(str(tmp_path / "nope.safetensors"))
 
 

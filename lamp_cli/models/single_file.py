@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import BaseModelMissing, InvalidInput
+from ..errors import BaseModelMissing, InvalidInput, NotFound
 from ..fsutil import TMP_PREFIX, atomic_write_text
 
 log = logging.getLogger("lamp")
@@ -383,7 +383,8 @@ def converted_folder(path: str | Path) -> tuple[Path, str]:
     path = Path(path).expanduser()
     what = str(path)
     if not path.is_file():
-        raise BaseModelMissing(what, "no such file")
+        raise NotFound(f"base checkpoint {what}: no such file",
+                       hint="pass an existing .safetensors/.ckpt file, a diffusers folder or a repo id")
     sha = file_sha256(path)
     dest = cache_root() / sha
     if _current(dest):
