@@ -208,3 +208,13 @@ def test_lora_specs_from_the_command_line_environment_and_config(tmp_path, monke
     monkeypatch.setenv("LAMP_LORA", f"{tmp_path / 'style.safetensors'}:0.1,{tmp_path / 'gone.safetensors'}")
     with pytest.raises(NotFound, match="gone.safetensors"):
         resolve_loras(None)
+
+
+def test_a_styled_base_draws_its_own_first_frames_unless_told_otherwise(tiny_base_dir, tmp_path, monkeypatch):
+    from lamp_cli.engine import Engine
+
+    lora = make_lora(tiny_base_dir, tmp_path / "style.safetensors")
+    assert not Engine(str(tiny_base_dir), loras=[(lora, 0)]).first_frames().uses_base()  # SDXL, the default
+    assert Engine(str(tiny_base_dir), loras=[(lora, 0.5)]).first_frames().uses_base()
+    monkeypatch.setenv("LAMP_FIRST_FRAME_MODEL", "stabilityai/stable-diffusion-xl-base-1.0")
+    assert not Engine(str(tiny_base_dir), loras=[(lora, 0.5)]).first_frames().uses_base()

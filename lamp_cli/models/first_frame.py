@@ -167,7 +167,14 @@ class FirstFrameGenerator:
         from .. import settings
 
         self.engine = engine
-        self.model = settings.get("first_frame_model", model)
+        chosen = settings.resolve("first_frame_model", model)
+        self.model = chosen.value
+        extra = engine.base.extra
+        styled = bool(extra.get("sha256")) or any(x.get("weight") for x in extra.get("loras") or [])
+        if chosen.source == "default" and styled:
+            # A fine-tune or LoRA-styled base draws its own first frames, in its own style (SDXL
+            # would not know it); setting first_frame_model explicitly overrides this.
+            self.model = "base"
         self._pipe: Any = None
         self._fallback_reason: str | None = None
 
