@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,7 +174,9 @@ def _quiet_diffusers() -> Iterator[None]:
     level = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():  # a second LoRA is a second adapter, on purpose
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            yield
     finally:
         diffusers.utils.logging.set_verbosity(level)
 
