@@ -185,3 +185,13 @@ def test_fingerprint_samples_tensors_larger_than_float32_counts_exactly():
     unet = SimpleNamespace(config={"block_out_channels": [1280]}, state_dict=lambda: {"w": big})
     changed = SimpleNamespace(config=unet.config, state_dict=lambda: {"w": torch.zeros_like(big)})
     assert fingerprint(unet) != fingerprint(changed)  # the last weight is sampled, and no IndexError
+
+
+def test_doctor_reports_a_single_file_base_and_its_conversion(tiny_base_dir, tmp_path):
+    from lamp_cli.cli.doctor_cmd import model_status
+
+    ckpt = single_file.save_single_file(tiny_base_dir, tmp_path / "m.safetensors")
+    before = model_status("base", str(ckpt))
+    assert before["available"] and "on first use" in before["detail"]
+    folder, _ = single_file.converted_folder(ckpt)
+    assert model_status("base", str(ckpt))["detail"].endswith(str(folder))

@@ -107,6 +107,14 @@ def model_status(role: str, spec: str, *, cache_dir: str | Path | None = None) -
             out.update(available=(folder / "unet").is_dir(), detail="built-in toy base")
         return out
     p = Path(spec).expanduser()
+    if p.is_file():  # a single-file checkpoint: converted on first use
+        from ..models.single_file import known_conversion
+
+        done = known_conversion(p)
+        out.update(path=str(p), available=True,
+                   detail=f"single-file checkpoint, converted in {done}" if done else
+                   "single-file checkpoint (converted into lamp's cache on first use)")
+        return out
     if p.exists():
         out.update(path=str(p), available=_has_weights(p, sub), detail="local folder")
         if not out["available"]:

@@ -90,6 +90,21 @@ def file_sha256(path: str | Path) -> str:
     return digest
 
 
+def known_conversion(path: str | Path) -> Path | None:
+    """The converted folder of `path` if the cache already has it, found without hashing the
+    file (by the hash index's path, size and mtime); None otherwise."""
+    path = Path(path).expanduser().resolve()
+    try:
+        st = path.stat()
+        entry = json.loads((cache_root() / "hashes.json").read_text()).get(str(path))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or (entry.get("size"), entry.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+        return None
+    folder = cache_root() / str(entry.get("sha256"))
+    return folder if _current(folder) else None
+
+
 # --------------------------------------------------------------------------------------------
 # Reading a checkpoint and telling what it is
 # --------------------------------------------------------------------------------------------
