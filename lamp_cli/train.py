@@ -900,7 +900,7 @@ def train_motion(
         raise InvalidInput(
             f"base '{base_spec}' is not the base the checkpoint was trained on (fingerprint "
             f"{base.fingerprint} vs {saved.get('base_fingerprint')})",
-            hint="resume with the same --base, or start over with --force",
+            hint="resume with the same --base (and --lora), or start over with --force",
         )
     device_t = accelerator.device
     if own_base:  # the frozen encoders run once on the accelerator, then go back to the CPU
