@@ -1,6 +1,6 @@
 """A motion adapter: exactly what a learned motion adds to or changes in its base UNet.
 
-One safetensors file. Tensors are keyed by module path in the inflated UNet (DESIGN §3):
+One safetensors file. Tensors are keyed by module path in the inflated UNet (docs/method.md):
 the added modules' tensors (`...conv1d.*`, `...conv_gate.*`, `...attn_temp.*`, `...norm_temp.*`)
 and, for tuned base weights, the difference tuned − base under the base key with a `.delta`
 suffix (`...attn1.to_q.weight.delta`). The header's `__metadata__` holds strings only:
@@ -19,6 +19,8 @@ from typing import Any
 
 from . import __version__
 from .errors import IncompatibleAdapter, InvalidInput
+from .fsutil import atomic_write_bytes
+from .models.base import architecture_of
 
 log = logging.getLogger("lamp")
 
@@ -34,7 +36,7 @@ def check_adapter_dtype(dtype: str) -> str:
         raise InvalidInput(f"adapter dtype must be one of {', '.join(ADAPTER_DTYPES)}, got {dtype!r}")
     return dtype
 
-# Header fields every lamp adapter carries (DESIGN §4).
+# Header fields every lamp adapter carries (docs/registry.md).
 REQUIRED_METADATA = (
     "lamp.format_version",
     "lamp.name",
@@ -128,7 +130,6 @@ class MotionAdapter:
 
     def save(self, path: str | Path) -> Path:
         """Write the adapter to one safetensors file, atomically."""
-        from .fsutil import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
         return Path(path)
@@ -225,7 +226,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 # --- a motion adapter and the video UNet: extract, apply, blend ---------------------------------
 #
-# What an adapter holds (DESIGN §4): the tensors of every module the inflation added (conv1d,
+# What an adapter holds (docs/registry.md): the tensors of every module the inflation added (conv1d,
 # conv_gate, attn_temp, norm_temp) as they are, and for the pretrained weights LAMP tunes
 # (attn1.to_q) the difference tuned − base under `<key>.delta`. Applying sets the added modules to
 # the adapter's tensors and attn1.to_q to base + delta. Blending several adapters with weights wᵢ
@@ -268,7 +269,6 @@ def extract(
     """
     import torch
 
-    from .models.base import architecture_of
     from .models.video_unet import is_added_key, is_tuned_base_key
 
     dtype = torch.float16 if dtype is None else dtype
@@ -346,7 +346,6 @@ def apply(
     """
     import torch
 
-    from .models.base import architecture_of
 
     items = _blend_list(adapters, weight)
     unet = _video_parts(video_unet)

@@ -15,7 +15,7 @@
    window's first frame with the base model (optionally guided by a canny ControlNet).
 4. Sample: the engine from the inverted latents, no shared noise, the new first frame clean.
 
-Deviations from the reference code (LAMP_REFERENCE §6), all so that a user knows which frame to
+Deviations from the reference code (docs/editing.md), all so that a user knows which frame to
 edit and the inversion matches how the model samples: the window is fixed and recorded instead
 of a random, possibly flipped training batch; training sees only that window, unflipped; frame 0
 stays clean during inversion (the reference noised it). See docs/editing.md.
@@ -33,9 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInput, LampError, NotFound, RegistryError
+from . import settings
+from . import train as training
+from .engine import Engine, check_sample_args, encode_first_frame, new_seed
+from .errors import Interrupted, InvalidInput, LampError, NotFound, RegistryError
+from .first_frame import FIRST_FRAME_GUIDANCE, image_to_image
 from .fsutil import atomic_write_bytes, atomic_write_text
-from .progress import Reporter
+from .inversion import ddim_invert
+from .progress import Reporter, reporter_or_null
+from .registry import Registry, validate_name
+from .settings import lamp_home
+from .train import caption_file, checkpoint_path, prompt_from_path
+from .video import VIDEO_EXTENSIONS, load_image, probe_video, read_video, resize_center_crop, sample_window
 
 if TYPE_CHECKING:
     import torch
@@ -130,7 +139,6 @@ def check_window(num_frames: int, window: EditWindow, what: str = "the video") -
 
 def check_video(video: str | Path, window: EditWindow) -> Any:
     """Probe `video` (InvalidInput/NotFound if unreadable) and check the window fits; VideoInfo."""
-    from .video import VIDEO_EXTENSIONS, probe_video
 
     if Path(video).is_dir():
         raise InvalidInput(
@@ -145,7 +153,6 @@ def check_video(video: str | Path, window: EditWindow) -> Any:
 def read_window(video: str | Path, window: EditWindow) -> tuple[np.ndarray, float]:
     """The window's frames (F×H×W×3 uint8, resized and center-cropped to the window's size) and
     the source's fps."""
-    from .video import read_video, resize_center_crop, sample_window
 
     clip = read_video(video)
     check_window(clip.num_frames, window, what=f"video {Path(video).name}")
@@ -163,7 +170,6 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}.get(file.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"cannot write an image to {file.name}", hint="use a .png file name")
-    from .video import read_video, resize_center_crop
 
     check_video(video, window)
     clip = read_video(video)
@@ -244,8 +250,6 @@ def inversion_key(
 
 def edits_dir(motion: str, root: str | Path | None = None) -> Path:
     """`LAMP_HOME/edits/<motion>`: the tuning record and inverted latents of an edit motion."""
-    from .registry import validate_name
-    from .settings import lamp_home
 
     return Path(root if root is not None else lamp_home()) / "edits" / validate_name(motion)
 
@@ -253,7 +257,6 @@ def edits_dir(motion: str, root: str | Path | None = None) -> Path:
 def default_source_prompt(video: str | Path) -> str:
     """What the source video shows, for tuning, as `lamp train` finds it: a `<video>.txt`
     caption beside it, else the file name with `_` -> space."""
-    from .train import caption_file, prompt_from_path
 
     caption = caption_file(Path(video))
     if caption is not None:
@@ -268,7 +271,6 @@ def default_source_prompt(video: str | Path) -> str:
 # --------------------------------------------------------------------------------------------
 def fit_first_frame(image: np.ndarray, width: int, height: int, what: str = "first frame") -> tuple[np.ndarray, str | None]:
     """Resize + center-crop an edited first frame to the window's size; a note if it was cropped."""
-    from .video import resize_center_crop
 
     h, w = image.shape[:2]
     note = None
@@ -371,8 +373,6 @@ def controlnet_image_to_image(
     from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline
     from PIL import Image
 
-    from .models.first_frame import FIRST_FRAME_GUIDANCE
-    from .progress import reporter_or_null
 
     base = engine.base
     height, width = image.shape[:2]
@@ -425,7 +425,6 @@ def encode_window(engine: Engine, frames: np.ndarray) -> torch.Tensor:
     frame (VAE mean × scale), so frame 0 is bit-for-bit what sampling holds clean."""
     import torch
 
-    from .engine import encode_first_frame
 
     base = engine.base
     height, width = frames.shape[1:3]
@@ -449,7 +448,6 @@ def invert_window(
     """DDIM-invert 1×4×F×h×w clean latents with the engine's video UNet carrying `adapter`,
     conditioned on `prompt` (the reference: empty) without guidance; frame 0 stays clean.
     Returns float32 latents on the CPU."""
-    from .inversion import ddim_invert
 
     engine.use_motions(engine.resolve_motions([(adapter, 1.0)]))
     base = engine.base
@@ -527,7 +525,7 @@ def _train(
 ) -> Any:
     """train_motion on exactly the edit window, in order, never flipped (a resumed run checks
     that its checkpoint was made with the same settings)."""
-    return train_motion(
+    return training.train_motion(
         video,
         name,
         base=base,
@@ -583,8 +581,6 @@ def _find_or_train(
         )
     import torch
 
-    from .errors import Interrupted
-    from .train import checkpoint_path, train_motion
 
     # An edit interrupted during tuning left a checkpoint: the same command picks it up.
     resume = checkpoint_path(name).exists()
@@ -601,7 +597,7 @@ def _find_or_train(
     # train_motion loads its own fp32 copy and trains in mixed precision.
     shared_base = engine.base if engine.dtype == torch.float32 else engine.base.spec
     try:
-        result = _train(train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
+        result = _train(training.train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
                         device, progress, resume)
     except Interrupted as e:
         raise Interrupted(e.message, hint="run the same `lamp edit` command again to continue the tuning") from None
@@ -616,6 +612,69 @@ def _find_or_train(
                    indent=2, sort_keys=True) + "\n",
     )
     return manifest, result.adapter, True, seconds
+
+
+def _check_edit_inputs(
+    video: Path, prompt: str, window: EditWindow, notes: list[str], *, name: str | None, inversion_steps: int,
+    guidance: float, seed: int | None, train_steps: int, inversion_refine: int, inversion_tol: float,
+    edit_strength: float, first_frame: Any, controlnet: str | None,
+) -> tuple[np.ndarray | None, Path | None]:
+    """Step 1 of `edit_video`: every input checked before any model loads. Returns the user's
+    first frame fitted to the window (or None) and the ControlNet folder (or None)."""
+    if not prompt or not prompt.strip():
+        raise InvalidInput("the edit prompt is empty", hint='describe the edited video, e.g. "a girl in black runs on the road"')
+    if name is not None:
+        validate_name(name)
+    if inversion_steps < 1:
+        raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
+    check_sample_args(
+        frames=window.frames, width=window.width, height=window.height, steps=inversion_steps, guidance=guidance,
+        shared_noise=0.0, seed=seed,
+    )
+    if train_steps < 1:
+        raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
+    if inversion_refine < 0:
+        raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
+    if not inversion_tol >= 0:
+        raise InvalidInput(f"the inversion tolerance must be >= 0 (got {inversion_tol})")
+    if not 0.0 < edit_strength <= 1.0:
+        raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
+    check_video(video, window)
+    user_frame = None
+    if first_frame is not None:
+        image = load_image(first_frame) if isinstance(first_frame, (str, Path)) else np.asarray(first_frame)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise InvalidInput(f"first frame must be an H×W×3 uint8 image, got {image.dtype} {image.shape}")
+        user_frame, note = fit_first_frame(image, window.width, window.height)
+        if note:
+            log.info("note: %s", note)
+            notes.append(note)
+    controlnet_path = resolve_controlnet(controlnet) if controlnet and user_frame is None else None
+    if controlnet and user_frame is not None:
+        notes.append("--controlnet ignored: --first-frame was given")
+    return user_frame, controlnet_path
+
+
+def _edit_first_frame(
+    engine: Engine, window_frames: np.ndarray, prompt: str, *, user_frame: np.ndarray | None, first_frame: Any,
+    controlnet: str | None, controlnet_path: Path | None, edit_strength: float, steps: int, seed: int,
+    negative: str, width: int, height: int, progress: Reporter | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Step 6 of `edit_video`: the user's first frame, or an image edit of the window's first frame."""
+    if user_frame is not None:
+        path = str(first_frame) if isinstance(first_frame, (str, Path)) else None
+        return user_frame, {"source": "image", "path": path}
+    if controlnet_path is not None:
+        new_first = controlnet_image_to_image(
+            engine, window_frames[0], prompt, controlnet_path, strength=edit_strength,
+            steps=steps, seed=seed, negative=negative, progress=progress,
+        )
+        return new_first, {"source": "controlnet image edit", "controlnet": str(controlnet), "strength": edit_strength}
+    new_first = image_to_image(
+        engine.base, engine.place, window_frames[0], prompt, strength=edit_strength, steps=steps,
+        negative=negative, seed=seed, width=width, height=height, progress=progress,
+    )
+    return new_first, {"source": "image edit", "strength": edit_strength}
 
 
 def edit_video(
@@ -662,10 +721,6 @@ def edit_video(
     Options left as None come from the settings (`lamp doctor`): width, height, lr, steps (DDIM),
     guidance, base, device, dtype.
     """
-    from . import settings
-    from .engine import check_sample_args, new_seed
-    from .registry import Registry, validate_name
-    from .video import load_image
 
     t_total = time.perf_counter()
     width, height = int(settings.get("width", width)), int(settings.get("height", height))
@@ -678,37 +733,11 @@ def edit_video(
     notes: list[str] = []
 
     # 1. Check every input before any model loads.
-    if not prompt or not prompt.strip():
-        raise InvalidInput("the edit prompt is empty", hint='describe the edited video, e.g. "a girl in black runs on the road"')
-    if name is not None:
-        validate_name(name)
-    if inversion_steps < 1:
-        raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
-    check_sample_args(
-        frames=window.frames, width=width, height=height, steps=inversion_steps, guidance=guidance,
-        shared_noise=0.0, seed=seed,
+    user_frame, controlnet_path = _check_edit_inputs(
+        video, prompt, window, notes, name=name, inversion_steps=inversion_steps, guidance=guidance, seed=seed,
+        train_steps=train_steps, inversion_refine=inversion_refine, inversion_tol=inversion_tol,
+        edit_strength=edit_strength, first_frame=first_frame, controlnet=controlnet,
     )
-    if train_steps < 1:
-        raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
-    if inversion_refine < 0:
-        raise InvalidInput(f"--inversion-refine must be >= 0 (got {inversion_refine})")
-    if not inversion_tol >= 0:
-        raise InvalidInput(f"the inversion tolerance must be >= 0 (got {inversion_tol})")
-    if not 0.0 < edit_strength <= 1.0:
-        raise InvalidInput(f"--edit-strength must be in (0, 1] (got {edit_strength})")
-    check_video(video, window)
-    user_frame = None
-    if first_frame is not None:
-        image = load_image(first_frame) if isinstance(first_frame, (str, Path)) else np.asarray(first_frame)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-            raise InvalidInput(f"first frame must be an H×W×3 uint8 image, got {image.dtype} {image.shape}")
-        user_frame, note = fit_first_frame(image, width, height)
-        if note:
-            log.info("note: %s", note)
-            notes.append(note)
-    controlnet_path = resolve_controlnet(controlnet) if controlnet and user_frame is None else None
-    if controlnet and user_frame is not None:
-        notes.append("--controlnet ignored: --first-frame was given")
     seed = new_seed() if seed is None else int(seed)
     source_prompt = (source_prompt or "").strip() or default_source_prompt(video)
     registry = registry or Registry()
@@ -720,8 +749,6 @@ def edit_video(
     # 3. Models, once.
     t0 = time.perf_counter()
     if engine is None:
-        from .engine import Engine
-
         engine = Engine(settings.get("base", base), device=device, dtype=dtype, loras=loras)
     load_s = time.perf_counter() - t0
 
@@ -771,23 +798,11 @@ def edit_video(
 
     # 6. The first frame: the user's, or an image edit of the window's first frame.
     t0 = time.perf_counter()
-    if user_frame is not None:
-        path = str(first_frame) if isinstance(first_frame, (str, Path)) else None
-        new_first, first_source = user_frame, {"source": "image", "path": path}
-    elif controlnet_path is not None:
-        new_first = controlnet_image_to_image(
-            engine, window_frames[0], prompt, controlnet_path, strength=edit_strength,
-            steps=inversion_steps, seed=seed, negative=negative, progress=progress,
-        )
-        first_source = {"source": "controlnet image edit", "controlnet": str(controlnet), "strength": edit_strength}
-    else:
-        from .models.first_frame import image_to_image
-
-        new_first = image_to_image(
-            engine, window_frames[0], prompt, strength=edit_strength, steps=inversion_steps,
-            negative=negative, seed=seed, width=width, height=height, progress=progress,
-        )
-        first_source = {"source": "image edit", "strength": edit_strength}
+    new_first, first_source = _edit_first_frame(
+        engine, window_frames, prompt, user_frame=user_frame, first_frame=first_frame, controlnet=controlnet,
+        controlnet_path=controlnet_path, edit_strength=edit_strength, steps=inversion_steps, seed=seed,
+        negative=negative, width=width, height=height, progress=progress,
+    )
     first_s = time.perf_counter() - t0
 
     # 7. Sample from the inverted latents: no shared noise, the new first frame held clean.

@@ -1,7 +1,7 @@
 """The inference engine: one path from (motion, prompt, first frame) to video frames.
 
 `lamp gen`, `lamp animate`, `lamp edit` and `lamp eval` all sample through `Engine.sample`,
-which follows the reference pipeline (LAMP_REFERENCE §5) step by step:
+which follows the reference pipeline (docs/method.md "Sampling") step by step:
 
 1. the first frame becomes a clean latent (center-crop, resize, VAE mean) that is never updated;
 2. the other frames start from shared noise `eps_i = a*eps_0 + (1-a)*eps_i` (or given latents);
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
-import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -30,8 +28,32 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from . import __version__
+from .adapter import apply, reset_motion
+from .devices import Placement, resolve_device, resolve_dtype
 from .errors import InvalidInput
+from .first_frame import FirstFrameGenerator
+from .models.base import BaseComponents, load_base, quiet_hf_progress
 from .progress import Reporter, reporter_or_null
+from .requests import DEFAULT_ADAIN_SWITCH, ResolvedMotion, SampleRequest, as_resolved
+from .sampling import (
+    DEFAULT_DECODE_CHUNK,
+    adain_final,
+    adain_step,
+    adain_switch_index,
+    ddim_step_frames,
+    decode_latents,
+    default_overlap,
+    encode_first_frame,
+    guided_noise,
+    histogram_match,
+    image_digest,
+    new_seed,
+    noised,
+    plan_windows,
+    shared_noise_latents,
+)
+from .settings import DEFAULTS
+from .video import load_image
 
 if TYPE_CHECKING:  # torch is imported lazily so that `import lamp_cli.engine` stays cheap
     import torch
@@ -41,13 +63,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that `import lamp_cli.engine` s
 
 log = logging.getLogger("lamp")
 
-ADAIN_EPS = 1e-8  # added to the (unbiased) variance, as the reference does
-# The reference switches the AdaIN target after step index 30 of 50: 31 early steps = 0.62.
-DEFAULT_ADAIN_SWITCH = 0.62
-DEFAULT_DECODE_CHUNK = 8  # frames per VAE decode call: bounds decoder activation memory
-MAX_SEED = 2**63 - 1
-
-MotionLike = Union[str, "MotionAdapter"]
+MotionLike = Union["ResolvedMotion", "MotionAdapter"]
 
 
 @dataclass
@@ -57,72 +73,6 @@ class SampleResult:
     record: dict[str, Any] = field(default_factory=dict)  # every parameter, the seed, digests, timings
 
 
-@dataclass(frozen=True)
-class Window:
-    """One chunk of a long video, sampled as one pass of the video UNet."""
-
-    start: int  # index in the output video of this window's frame 0
-    length: int  # frames in the window, frame 0 included
-    context: int  # leading frames already known (frame 0 clean; 1..context-1 re-noised each step)
-
-
-# --------------------------------------------------------------------------------------------
-# Device and dtype
-# --------------------------------------------------------------------------------------------
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
-          "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
-
-
-DEVICE_KINDS = ("cpu", "cuda", "mps")
-
-
-def resolve_device(device: str | Any = "auto") -> torch.device:
-    """`auto` (or None) -> cuda, else mps, else cpu; an explicit cpu, cuda, cuda:N or mps must
-    exist here. The one device resolver: engine, training, eval and benchmarks all use it."""
-    import torch
-
-    if isinstance(device, torch.device):
-        return device
-    device = str(device or "auto").strip().lower()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps") from e
-    if dev.type not in DEVICE_KINDS:
-        raise InvalidInput(f"unknown device '{device}'", hint="use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"device '{device}' requested but CUDA is not available", hint="use --device cpu or auto")
-    if dev.type == "mps" and not mps:
-        raise InvalidInput(f"device '{device}' requested but Apple MPS is not available", hint="use --device cpu or auto")
-    return dev
-
-
-def resolve_dtype(dtype: str | Any, device: torch.device | None = None) -> torch.dtype:
-    """`auto` -> float16 on CUDA/MPS (the reference runs SD in fp16), float32 on CPU (or when no
-    device is given); fp32/fp16/bf16 and their long names otherwise. The one dtype resolver."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "", "auto"):
-        return torch.float32 if device is None or device.type == "cpu" else torch.float16
-    name = DTYPES.get(str(dtype).lower())
-    if name is None:
-        raise InvalidInput(f"unknown dtype '{dtype}'", hint="use auto, fp32, fp16 or bf16")
-    return getattr(torch, name)
-
-
-def new_seed() -> int:
-    """A fresh random seed (recorded with every video, so any video can be made again)."""
-    return secrets.randbelow(2**31)
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks (cheap; the CLI runs them before any model loads)
-# --------------------------------------------------------------------------------------------
 def check_sample_args(
     *,
     frames: int,
@@ -134,211 +84,9 @@ def check_sample_args(
     adain_switch: float = DEFAULT_ADAIN_SWITCH,
     seed: int | None = None,
 ) -> None:
-    """Raise InvalidInput for values the engine cannot sample with."""
-    if frames < 2:
-        raise InvalidInput(f"--frames must be at least 2 (got {frames})", hint="a video needs a first frame and at least one more")
-    for what, v in (("width", width), ("height", height)):
-        if v < 8 or v % 8:
-            raise InvalidInput(f"--{what} must be a positive multiple of 8 (got {v})", hint="the VAE works on 8×8 pixel blocks; try 512×320")
-    if steps < 1:
-        raise InvalidInput(f"--steps must be at least 1 (got {steps})")
-    if not np.isfinite(guidance) or guidance < 0:
-        raise InvalidInput(f"--guidance must be a number >= 0 (got {guidance})")
-    if not 0.0 <= shared_noise <= 1.0:
-        raise InvalidInput(f"--shared-noise must be in [0, 1] (got {shared_noise})")
-    if not 0.0 <= adain_switch <= 1.0:
-        raise InvalidInput(f"adain_switch must be a fraction in [0, 1] (got {adain_switch})")
-    if seed is not None and not 0 <= int(seed) <= MAX_SEED:
-        raise InvalidInput(f"--seed must be in [0, 2^63-1] (got {seed})")
-
-
-# --------------------------------------------------------------------------------------------
-# Step functions (pure: tensors in, tensors out)
-# --------------------------------------------------------------------------------------------
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """H×W×3 uint8 -> 1×3×H×W float32 in [-1, 1] (the VAE's input range)."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]  # (H,W,3) -> (1,3,H,W)
-    return x.float() / 127.5 - 1.0
-
-
-def encode_first_frame(vae: Any, image: np.ndarray, width: int, height: int, latent_scale: float) -> torch.Tensor:
-    """The first frame's clean latent, 1×4×(H/8)×(W/8) float32 on the VAE's device.
-
-    Center-crop to the output aspect and resize to W×H, then the VAE posterior *mean* times the
-    latent scale. (The reference draws a sample with the unseeded global RNG; the mean makes the
-    first frame deterministic.)
-    """
-    import torch
-
-    from .video import resize_center_crop
-
-    image = resize_center_crop(image, width, height)
-    param = next(vae.parameters())
-    x = image_to_tensor(image).to(param.device, param.dtype)
-    with torch.no_grad():
-        z = vae.encode(x).latent_dist.mean
-    return z.float() * latent_scale
-
-
-def shared_noise_latents(
-    shape: Sequence[int], shared: float, generator: torch.Generator, device: Any = "cpu"
-) -> torch.Tensor:
-    """Initial noise B×C×F×h×w with `eps_f = a*eps_0 + (1-a)*eps_f` for frames f >= 1.
-
-    Drawn on the CPU from `generator` (the same seed gives the same noise on any device).
-    Not renormalised, as in the reference: with a = 0.2 each frame has std sqrt(0.04 + 0.64)
-    = 0.825 and two frames correlate by 0.04 / 0.68 = 0.059. Frame 0 keeps eps_0; the caller
-    replaces it with the clean first-frame latent. a = 0 gives independent frames.
-    """
-    import torch
-
-    eps = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-    if shared > 0:
-        eps[:, :, 1:] = shared * eps[:, :, :1] + (1.0 - shared) * eps[:, :, 1:]
-    return eps.to(device)
-
-
-def frame_stats(x: torch.Tensor, eps: float = ADAIN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame, per-channel mean and std over H×W of B×C×F×h×w latents (unbiased var + eps)."""
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = (x.var(dim=(-2, -1), keepdim=True, unbiased=True) + eps).sqrt()
-    return mean, std
-
-
-def adain(x: torch.Tensor, ref: torch.Tensor, eps: float = ADAIN_EPS) -> torch.Tensor:
-    """Give every frame of `x` (B×C×F×h×w) the per-channel mean/std of `ref` (B×C×1×h×w)."""
-    mean_x, std_x = frame_stats(x, eps)
-    mean_r, std_r = frame_stats(ref, eps)
-    return (x - mean_x) / std_x * std_r + mean_r
-
-
-def adain_step(latents: torch.Tensor, late: bool) -> torch.Tensor:
-    """The reference's AdaIN after one denoising step (in place on B×C×F×h×w; frame 0 untouched).
-
-    Early steps: frames 2.. take frame 1's statistics (frame 1 itself is left alone). Late steps:
-    frame 1 takes frame 0's (the clean first frame) and frames 2.. the new frame 1's, so every
-    frame ends up with the clean latent's statistics, noisy as they still are.
-    """
-    if latents.shape[2] < 2:
-        return latents
-    if late:
-        latents[:, :, 1:2] = adain(latents[:, :, 1:2], latents[:, :, 0:1])
-    if latents.shape[2] > 2:
-        latents[:, :, 2:] = adain(latents[:, :, 2:], latents[:, :, 1:2])
-    return latents
-
-
-def adain_final(latents: torch.Tensor) -> torch.Tensor:
-    """After the loop: every frame 1.. takes frame 0's statistics (in place)."""
-    latents[:, :, 1:] = adain(latents[:, :, 1:], latents[:, :, 0:1])
-    return latents
-
-
-def adain_switch_index(steps: int, switch: float) -> int:
-    """First step index of the late AdaIN phase: round(0.62 * 50) = 31, as the reference (i > 30)."""
-    return int(round(switch * steps))
-
-
-def guided_noise(noise_pred: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance on a [uncond, cond] batch: eps_u + s * (eps_c - eps_u)."""
-    eps_u, eps_c = noise_pred.chunk(2)
-    return eps_u + guidance * (eps_c - eps_u)
-
-
-def ddim_step_frames(
-    scheduler: Any, noise_pred: torch.Tensor, t: Any, latents: torch.Tensor, first: int = 1
-) -> torch.Tensor:
-    """One DDIM update (eta 0) of frames `first`.. (in place). The default leaves frame 0, the
-    clean first frame, untouched; first=0 (the no-first-frame ablation) updates every frame."""
-    latents[:, :, first:] = scheduler.step(noise_pred[:, :, first:], t, latents[:, :, first:], eta=0.0).prev_sample
-    return latents
-
-
-def noised(scheduler: Any, clean: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
-    """q(x_t | x_0): clean latents at noise level t (t < 0 is the DDIM final level, alpha_0)."""
-    acp = scheduler.alphas_cumprod
-    alpha = float(acp[t]) if t >= 0 else float(scheduler.final_alpha_cumprod)
-    return alpha**0.5 * clean + (1.0 - alpha) ** 0.5 * noise
-
-
-def decode_latents(
-    vae: Any, latents: torch.Tensor, latent_scale: float, chunk: int = DEFAULT_DECODE_CHUNK
-) -> np.ndarray:
-    """1×4×F×h×w latents -> F×H×W×3 uint8 frames, decoding `chunk` frames per VAE call."""
-    import torch
-
-    param = next(vae.parameters())
-    b, c, f, h, w = latents.shape
-    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B,C,F,h,w) -> (B*F,C,h,w)
-    out = []
-    with torch.no_grad():
-        for i in range(0, b * f, chunk):
-            z = (flat[i : i + chunk] / latent_scale).to(param.device, param.dtype)
-            x = vae.decode(z).sample.float()
-            x = ((x / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-            out.append(x.permute(0, 2, 3, 1).cpu().numpy())  # (N,3,H,W) -> (N,H,W,3)
-    return np.concatenate(out, axis=0)
-
-
-def histogram_lut(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """The 256-entry table that maps `src`'s uint8 values onto `ref`'s distribution.
-
-    lut[v] = the smallest r with CDF_ref(r) >= CDF_src(v), the reference's searchsorted rule.
-    CDFs are compared as exact integers (count_ref(<=r) * n_src vs count_src(<=v) * n_ref), so
-    there is no float rounding at bin edges.
-    """
-    cs_src = np.cumsum(np.bincount(src.reshape(-1), minlength=256)).astype(np.int64)
-    cs_ref = np.cumsum(np.bincount(ref.reshape(-1), minlength=256)).astype(np.int64)
-    n_src, n_ref = int(cs_src[-1]), int(cs_ref[-1])
-    lut = np.searchsorted(cs_ref * n_src, cs_src * n_ref, side="left")
-    return np.clip(lut, 0, 255).astype(np.uint8)
-
-
-def histogram_match(frames: np.ndarray, reference: int = 0) -> np.ndarray:
-    """Match every frame's per-channel (RGB) histogram to frame `reference` (F×H×W×3 uint8)."""
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise InvalidInput(f"histogram matching needs F×H×W×3 uint8 frames, got {frames.dtype} {frames.shape}")
-    out = frames.copy()
-    ref = frames[reference]
-    for f in range(frames.shape[0]):
-        if f == reference:
-            continue
-        for ch in range(3):
-            out[f, :, :, ch] = histogram_lut(frames[f, :, :, ch], ref[:, :, ch])[frames[f, :, :, ch]]
-    return out
-
-
-def plan_windows(frames: int, window: int, overlap: int) -> list[Window]:
-    """Split a video of `frames` frames into windows of at most `window` frames.
-
-    Each window after the first starts `overlap` frames before the end of the one before it:
-    its frame 0 is the previous window's last-but-(overlap-1) frame, held clean, and its frames
-    1..overlap-1 are the following known frames, re-noised at every step (so the model sees the
-    motion's velocity across the seam); only the frames after them are new.
-    """
-    if window < 2:
-        raise InvalidInput(f"a sampling window needs at least 2 frames (got {window})")
-    if not 1 <= overlap < window:
-        raise InvalidInput(f"window overlap must be in 1..{window - 1} (got {overlap})")
-    plans = [Window(0, min(frames, window), 1)]
-    while plans[-1].start + plans[-1].length < frames:
-        start = plans[-1].start + plans[-1].length - overlap
-        plans.append(Window(start, min(window, frames - start), overlap))
-    return plans
-
-
-def default_overlap(window: int) -> int:
-    """A quarter of the window (4 of 16 frames), at least the one clean frame."""
-    return max(1, window // 4)
-
-
-def image_digest(image: np.ndarray) -> str:
-    """sha256 of an image's pixels and shape (identifies a first frame in the sidecar)."""
-    h = hashlib.sha256(str(image.shape).encode())
-    h.update(np.ascontiguousarray(image).tobytes())
-    return h.hexdigest()
+    """Raise InvalidInput for values the engine cannot sample with (the checks of SampleRequest)."""
+    SampleRequest(prompt="", frames=frames, width=width, height=height, steps=steps, guidance=guidance,
+                  shared_noise=shared_noise, adain_switch=adain_switch, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,30 +123,28 @@ class Engine:
     ):
         import torch
 
-        from .models.base import BaseComponents, load_base, quiet_hf_progress
         from .models.video_unet import VideoUNet
 
         t0 = time.perf_counter()
         quiet_hf_progress()
-        self.offload = offload
         if isinstance(base, BaseComponents):  # shared components: used where they are, never moved
             if loras:
                 raise ValueError("loras apply when the engine loads the base; pass them to load_base instead")
             param = next(base.unet.parameters())
-            self.device = param.device if device in (None, "", "auto") else resolve_device(device)
-            self.dtype = param.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, self.device)
+            dev = param.device if device in (None, "", "auto") else resolve_device(device)
+            dt = param.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, dev)
+            self.place = Placement(dev, dt, offload=offload)
             self.base = base
-            self._park_unet2d = False
         else:
-            self.device = resolve_device(device)
-            self.dtype = resolve_dtype(dtype, self.device)
+            dev = resolve_device(device)
+            dt = resolve_dtype(dtype, dev)
+            # The 2-D UNet is only needed for first frames: on an accelerator it waits on the CPU
+            # so that the video UNet alone occupies the device's memory while sampling.
+            self.place = Placement(dev, dt, offload=offload, park_unet2d=dev.type != "cpu")
             self.base = load_base(str(base), device="cpu", dtype=self.dtype, loras=loras)
             if not offload:
                 self.base.text_encoder.to(self.device)
                 self.base.vae.to(self.device)
-            # The 2-D UNet is only needed for first frames: on an accelerator it waits on the CPU
-            # so that the video UNet alone occupies the device's memory while sampling.
-            self._park_unet2d = self.device.type != "cpu"
         # The 2-D base stays as it is for first frames (text-to-image, image edits); the video
         # UNet is inflated from a copy of it.
         unet = copy.deepcopy(self.base.unet).to(dtype=self.dtype)
@@ -411,73 +157,50 @@ class Engine:
             self._unet_call = torch.compile(self.video_unet)
         self.compiled = compile
         self.first_frame_model = first_frame_model
-        self._first_frames: Any = None  # models.first_frame.FirstFrameGenerator, built on first use
-        self._motion_cache: dict[str, _Motion] = {}
+        self._first_frames: Any = None  # first_frame.FirstFrameGenerator, built on first use
         self._applied: tuple[tuple[str, float], ...] = ()
         self.load_seconds = time.perf_counter() - t0
 
     # ---- models on the device -----------------------------------------------------------
-    @contextlib.contextmanager
-    def on_device(self, *modules: Any) -> Iterator[None]:
+    @property
+    def device(self) -> torch.device:
+        return self.place.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.place.dtype
+
+    @property
+    def offload(self) -> bool:
+        return self.place.offload
+
+    def on_device(self, *modules: Any) -> contextlib.AbstractContextManager[None]:
         """With offload on, move `modules` to the device for the block and back to the CPU after."""
-        if not self.offload:
-            yield
-            return
-        import torch
+        return self.place.on_device(*modules)
 
-        for m in modules:
-            m.to(self.device)
-        try:
-            yield
-        finally:
-            for m in modules:
-                m.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    @contextlib.contextmanager
-    def unet2d(self) -> Iterator[Any]:
+    def unet2d(self) -> contextlib.AbstractContextManager[Any]:
         """The 2-D base UNet on the device for the block (first frames, image edits)."""
-        if not (self.offload or self._park_unet2d):
-            yield self.base.unet
-            return
-        import torch
-
-        self.base.unet.to(self.device)
-        try:
-            yield self.base.unet
-        finally:
-            self.base.unet.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+        return self.place.unet2d(self.base.unet)
 
     def park_base_unet(self) -> None:
         """Keep the 2-D base UNet on the CPU until a first frame needs it (frees device memory)."""
         if self.device.type != "cpu" and not self.offload:
             self.base.unet.to("cpu")
-            self._park_unet2d = True
+            self.place.park_unet2d = True
 
     # ---- motions --------------------------------------------------------------------------
     def resolve_motions(self, motions: Sequence[tuple[MotionLike, float]]) -> list[_Motion]:
-        """Registry names -> adapters (hash-checked, cached for the engine's lifetime)."""
-        from .adapter import MotionAdapter
-
+        """(adapter, weight) pairs -> the engine's motions. Registry names are resolved before the
+        engine (`lamp_cli.motions.load_motion`): the engine does not know the registry."""
         resolved = []
         for item, weight in motions:
-            if isinstance(item, MotionAdapter):
-                m = _Motion(item, item.name or "adapter", item.weights_sha256(), float(weight))
-            else:
-                name = str(item)
-                if name not in self._motion_cache:
-                    from .registry import Registry
-
-                    registry = Registry()
-                    manifest = registry.manifest(name)  # MotionNotFound with its hint
-                    adapter = MotionAdapter.from_bytes(registry.read_bytes(name))  # hash-checked
-                    self._motion_cache[name] = _Motion(adapter, name, manifest.digest, 1.0)
-                cached = self._motion_cache[name]
-                m = _Motion(cached.adapter, cached.name, cached.digest, float(weight))
-            resolved.append(m)
+            if isinstance(item, str):
+                raise InvalidInput(
+                    f"the engine takes adapters, not names ('{item}')",
+                    hint="load it first: lamp_cli.motions.load_motion(name)",
+                )
+            r = as_resolved(item)
+            resolved.append(_Motion(r.adapter, r.name, r.digest, float(weight)))
         return resolved
 
     def use_motions(self, motions: list[_Motion]) -> None:
@@ -485,7 +208,6 @@ class Engine:
 
         `adapter.apply` starts from the base every time, so a new set replaces the old one.
         """
-        from .adapter import apply, reset_motion
 
         key = tuple((m.digest, m.weight) for m in motions)
         if key == self._applied:
@@ -501,9 +223,7 @@ class Engine:
     def first_frames(self) -> Any:
         """The text-to-image first-frame generator (SDXL by default, else this base), cached."""
         if self._first_frames is None:
-            from .models.first_frame import FirstFrameGenerator
-
-            self._first_frames = FirstFrameGenerator(self, model=self.first_frame_model)
+            self._first_frames = FirstFrameGenerator(self.base, self.place, model=self.first_frame_model)
         return self._first_frames
 
     def _first_frame_latent(
@@ -538,8 +258,6 @@ class Engine:
             )
             info = {"source": "text-to-image", **info}
         elif isinstance(first_frame, (str, Path)):
-            from .video import load_image
-
             image = load_image(first_frame)
             info = {"source": "image", "path": str(Path(first_frame).resolve())}
         else:
@@ -559,14 +277,14 @@ class Engine:
         prompt: str,
         first_frame: Any = None,
         *,
-        frames: int = 16,
-        width: int = 512,
-        height: int = 320,
-        steps: int = 50,
-        guidance: float = 12.5,
+        frames: int = DEFAULTS["frames"],
+        width: int = DEFAULTS["width"],
+        height: int = DEFAULTS["height"],
+        steps: int = DEFAULTS["steps"],
+        guidance: float = DEFAULTS["guidance"],
         negative: str = "",
         seed: int | None = None,
-        shared_noise: float = 0.2,
+        shared_noise: float = DEFAULTS["shared_noise"],
         adain: bool = True,
         adain_switch: float = DEFAULT_ADAIN_SWITCH,
         histogram_match: bool = True,
@@ -586,16 +304,40 @@ class Engine:
         runs after every step. Same inputs and seed give the same frames on the same device.
         `clean_first_frame=False` is the ablation of LAMP's first-frame conditioning: no first
         frame is made, and frame 0 is denoised from noise with the others (one window only).
+        The values are checked once, as a `SampleRequest`; `run` takes one directly.
         """
+        request = SampleRequest(
+            prompt=prompt, negative=negative, first_frame_prompt=first_frame_prompt, frames=frames, width=width,
+            height=height, steps=steps, guidance=guidance, shared_noise=shared_noise, seed=seed, adain=adain,
+            adain_switch=adain_switch, histogram_match=histogram_match, overlap=overlap,
+        )
+        return self.run(request, motions, first_frame, init_latents=init_latents, decode_chunk=decode_chunk,
+                        clean_first_frame=clean_first_frame, progress=progress, callback=callback)
+
+    def run(
+        self,
+        request: SampleRequest,
+        motions: Sequence[tuple[MotionLike, float]],
+        first_frame: Any = None,
+        *,
+        init_latents: torch.Tensor | None = None,
+        decode_chunk: int = DEFAULT_DECODE_CHUNK,
+        clean_first_frame: bool = True,
+        progress: Reporter | None = None,
+        callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> SampleResult:
+        """Sample the video `request` describes (already checked) with `motions` (adapters with
+        weights; `lamp_cli.resolve.load_motions` turns names into them). See `sample`."""
         import torch
 
         t_total = time.perf_counter()
-        # 1. Check inputs and pick the seed.
-        check_sample_args(
-            frames=frames, width=width, height=height, steps=steps, guidance=guidance,
-            shared_noise=shared_noise, adain_switch=adain_switch, seed=seed,
-        )
-        seed = new_seed() if seed is None else int(seed)
+        r = request
+        prompt, negative, first_frame_prompt = r.prompt, r.negative, r.first_frame_prompt
+        frames, width, height, steps, guidance = r.frames, r.width, r.height, r.steps, r.guidance
+        shared_noise, adain, adain_switch, histogram_match = r.shared_noise, r.adain, r.adain_switch, r.histogram_match
+        overlap = r.overlap
+        # 1. Pick the seed.
+        seed = new_seed() if r.seed is None else int(r.seed)
         progress = reporter_or_null(progress)
         h, w = height // self.base.vae_scale_factor, width // self.base.vae_scale_factor
 
@@ -766,126 +508,3 @@ class Engine:
 def histogram_match_frames(frames: np.ndarray) -> np.ndarray:
     """Frames 1.. matched per RGB channel to frame 0 (the decoded first frame)."""
     return histogram_match(frames, reference=0)
-
-
-# --------------------------------------------------------------------------------------------
-# Benchmark (`lamp bench gen`): a measurement, not a test
-# --------------------------------------------------------------------------------------------
-def benchmark_sampling(
-    *,
-    base: str = "tiny",
-    full_sd: bool = False,
-    frames: int = 16,
-    width: int = 512,
-    height: int = 320,
-    steps: int = 50,
-    guidance: float = 12.5,
-    dtype: str | None = "auto",
-    device: str | None = "auto",
-    compile: bool = False,
-    repeats: int = 5,
-    progress: Reporter | None = None,
-) -> dict[str, Any]:
-    """Time one whole video and the UNet step, and measure peak memory.
-
-    Whole video: `Engine.sample` from a given first frame (encode, `steps` DDIM steps with CFG,
-    decode, histogram matching) after one short warm-up video. UNet step: the video UNet on the
-    CFG batch 2×4×F×h×w against the plain 2-D base UNet on the same 2F frames, `repeats` timed
-    calls each. Peak memory is `torch.cuda.max_memory_allocated` during the video on CUDA (the
-    2-D base waits on the CPU then, as in `lamp gen`), the process's peak RSS elsewhere.
-    """
-    import torch
-
-    check_sample_args(frames=frames, width=width, height=height, steps=steps, guidance=guidance, shared_noise=0.2)
-    if repeats < 1:
-        raise InvalidInput(f"--repeats must be at least 1 (got {repeats})")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    t0 = time.perf_counter()
-    if full_sd:
-        from .testing import random_sd1_base
-
-        engine = Engine(random_sd1_base(dev, dt), compile=compile)
-    else:
-        engine = Engine(base, device=dev, dtype=dt, compile=compile)
-    engine.park_base_unet()
-    load_s = time.perf_counter() - t0
-    cuda = dev.type == "cuda"
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    kw = {"frames": frames, "width": width, "height": height, "guidance": guidance, "seed": 0}
-    engine.sample([], "a horse runs", image, steps=min(2, steps), **kw)  # warm-up (and compile)
-    sync()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-    result = engine.sample([], "a horse runs", image, steps=steps, progress=progress, **kw)
-    sync()
-    if cuda:
-        peak, peak_kind = int(torch.cuda.max_memory_allocated(dev)), "cuda max_memory_allocated"
-        device_name = torch.cuda.get_device_name(dev)
-    else:
-        import resource
-        import sys
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        peak = int(rss if sys.platform == "darwin" else rss * 1024)
-        peak_kind, device_name = "process peak RSS", str(dev)
-
-    # The UNet step alone: video UNet on the CFG batch vs the 2-D base UNet on the same frames.
-    h, w = height // engine.base.vae_scale_factor, width // engine.base.vae_scale_factor
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 4, frames, h, w, generator=g).to(dev, dt)
-    text_dim = int(engine.base.unet.config.cross_attention_dim)
-    text = torch.randn(2, 77, text_dim, generator=g).to(dev, dt)
-    t = torch.tensor(500, device=dev)
-
-    def timed(fn: Callable[[], Any]) -> float:
-        with torch.no_grad():
-            fn()  # warm-up
-            sync()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            sync()
-        return (time.perf_counter() - start) / repeats
-
-    video_step = timed(lambda: engine._unet_call(x, t, text))
-    with engine.unet2d() as unet2d:
-        flat = x.permute(0, 2, 1, 3, 4).reshape(2 * frames, 4, h, w)  # (2,4,F,h,w) -> (2F,4,h,w)
-        text_flat = text.repeat_interleave(frames, dim=0)  # (2,77,D) -> (2F,77,D)
-        plain_step = timed(lambda: unet2d(flat, t, encoder_hidden_states=text_flat).sample)
-    timings = result.record["timings"]
-    return {
-        "base": engine.base.spec,
-        "device": str(dev),
-        "device_name": device_name,
-        "dtype": str(dt).replace("torch.", ""),
-        "compile": compile,
-        "frames": frames,
-        "width": width,
-        "height": height,
-        "steps": steps,
-        "guidance": guidance,
-        "latent": [4, frames, h, w],
-        "load_s": load_s,
-        "video_s": timings["total_s"],
-        "denoise_s": timings["denoise_s"],
-        "decode_s": timings["decode_s"],
-        "sample_step_s": timings["unet_step_s"],
-        "video_unet_step_s": video_step,
-        "unet2d_step_s": plain_step,
-        "video_over_2d": video_step / plain_step,
-        "repeats": repeats,
-        "peak_memory_bytes": peak,
-        "peak_memory_kind": peak_kind,
-        "video_unet_parameters": int(sum(p.numel() for p in engine.video_unet.parameters())),
-        "unet2d_parameters": int(sum(p.numel() for p in engine.base.unet.parameters())),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }

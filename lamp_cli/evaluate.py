@@ -26,8 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from . import settings
+from .devices import resolve_device
 from .errors import InvalidInput, LampError
+from .fsutil import atomic_write_text
+from .generate import slugify
+from .models.base import quiet_hf_progress
 from .progress import Reporter, reporter_or_null
+from .settings import DEFAULTS
+from .video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, probe_video, read_video, write_video
 
 log = logging.getLogger("lamp")
 
@@ -99,7 +106,6 @@ def diversity(videos: Sequence[Any]) -> float:
 
 def clip_missing(spec: str, detail: str) -> LampError:
     """The error for a CLIP model that cannot be loaded offline, with the command that fixes it."""
-    from .settings import DEFAULTS
 
     default = DEFAULTS["clip_model"]
     also = "" if spec == default else f" (the paper's CLIP: `hf download {default}`)"
@@ -122,9 +128,6 @@ def load_clip(spec: str | None = None, device: str | Any = "auto") -> ClipCompon
     """CLIP from a local folder or the local HF cache (never the network)."""
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    from . import settings
-    from .engine import resolve_device
-    from .models.base import quiet_hf_progress
 
     spec = str(settings.get("clip_model", spec))
     path = Path(spec).expanduser()
@@ -244,7 +247,6 @@ def _natural_key(name: str) -> list:
 def find_videos(folder: str | Path) -> list[Path]:
     """The videos in `folder`, sorted by name (naturally: 2 before 10): video files of the
     extensions lamp reads, and sub-folders of png/jpg frames. Hidden entries are skipped."""
-    from .video import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -265,21 +267,6 @@ def find_videos(folder: str | Path) -> list[Path]:
             hint=f"put one video ({', '.join(VIDEO_EXTENSIONS)} or a folder of frames) per prompt there",
         )
     return sorted(found, key=lambda p: _natural_key(p.name))
-
-
-def read_prompts_file(path: str | Path) -> list[str]:
-    """One prompt per line; blank lines are skipped."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise InvalidInput(f"no such prompts file: {path}") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"cannot read prompts file {path}: {e}") from e
-    prompts = [line.strip() for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise InvalidInput(f"prompts file {path} is empty", hint="write one prompt per line")
-    return prompts
 
 
 def pair_videos_with_prompts(videos: Sequence[Path], prompts: Sequence[str], where: str = "") -> None:
@@ -352,7 +339,6 @@ def evaluate_videos(
 
     The inputs are checked (readable, at least 2 frames, one prompt each) before CLIP loads.
     """
-    from .video import probe_video, read_video
 
     paths = [Path(v) for v in videos]
     if not paths:
@@ -375,7 +361,6 @@ def evaluate_videos(
 
 def slug(text: str) -> str:
     """A prompt as the file-name part of an eval video: 'a horse runs, on Mars' -> 'a_horse_runs_on_mars'."""
-    from .generate import slugify
 
     return slugify(text, max_len=48, empty="prompt")
 
@@ -403,8 +388,6 @@ def generate_videos(
     """One video per (prompt, seed) with `engine.sample` (text-to-image first frame), written to
     `out` as `<prompt#>_<prompt>_seed<seed>.<ext>`, plus `prompts.txt` listing each video's
     prompt in name order, so `lamp eval --videos OUT --prompts-file OUT/prompts.txt` re-scores them."""
-    from .fsutil import atomic_write_text
-    from .video import write_video
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ from typing import Any
 
 from . import __version__
 from .errors import InvalidInput, UsageError
+from .fsutil import atomic_write_text
+from .registry import validate_name
+from .video import write_video
 
 FORMATS = ("mp4", "gif", "webm", "frames")
 EXTENSIONS = {"mp4": ".mp4", "gif": ".gif", "webm": ".webm", "frames": ""}
@@ -25,7 +28,6 @@ SIDECAR_VERSION = 1
 
 def parse_motion(spec: str) -> tuple[str, float]:
     """`name` or `name:weight` -> (name, weight); the weight defaults to 1."""
-    from .registry import validate_name
 
     name, sep, weight = spec.rpartition(":")
     if not sep:
@@ -133,8 +135,6 @@ def save_video(
 
     A default-named output taken since it was planned moves on to the next free number.
     """
-    from .fsutil import atomic_write_text
-    from .video import write_video
 
     if not overwrite and (path.exists() or sidecar_path(path).exists()):
         path = unique_path(path.parent, path.name.removesuffix(EXTENSIONS[fmt]), fmt)
@@ -147,7 +147,7 @@ def save_video(
         top = top.parent
     try:
         write_video(frames, path, fps=fps, format=fmt)
-        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(sidecar, json.dumps(doc, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     except BaseException:
         with contextlib.suppress(OSError):
             if path.is_dir():

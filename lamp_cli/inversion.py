@@ -1,5 +1,5 @@
 """DDIM inversion of a video's latents with a video UNet: the x_T that DDIM sampling maps back
-to the video (LAMP §5.2 editing; LAMP_REFERENCE §6).
+to the video (LAMP §5.2 editing; docs/editing.md).
 
 Deterministic DDIM (eta 0) sampling takes, at each timestep t with previous level t_prev,
     x0 = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t);   x_t_prev = sqrt(a_prev) * x0 + sqrt(1 - a_prev) * eps

@@ -5,7 +5,7 @@ The reference code saves every learned motion as a full `UNet3DConditionModel` (
 dict, fp32, 4.4 GB for SD-1.x), sometimes inside a whole pipeline folder. Its keys are the SD
 UNet's, except that every inflated conv nests its 2-D conv (`<site>.conv2d.*`) beside the added
 `<site>.conv1d.*` and `<site>.conv_gate.*`, and every transformer block adds `attn_temp.*` and
-`norm_temp.*`; `attn1.to_q.weight` is tuned. lamp's VideoUNet uses the same names (DESIGN §3),
+`norm_temp.*`; `attn1.to_q.weight` is tuned. lamp's VideoUNet uses the same names (docs/method.md),
 so the checkpoint loads into a VideoUNet inflated from its base key for key, and
 `adapter.extract` then keeps exactly what differs: the added modules and `attn1.to_q − base`.
 
@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .adapter import check_adapter_dtype
+from . import settings
+from .adapter import check_adapter_dtype, extract, make_metadata
+from .devices import resolve_dtype
 from .errors import IncompatibleAdapter, InvalidInput, NameTaken
+from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
 from .progress import Reporter, reporter_or_null
+from .registry import Registry, validate_name
 
 if TYPE_CHECKING:
     from .registry import Manifest, Registry
@@ -389,11 +393,7 @@ def import_official(
 
     import torch
 
-    from . import settings
-    from .adapter import extract, make_metadata
-    from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
     from .models.video_unet import VideoUNet, is_added_key, is_tuned_base_key
-    from .registry import Registry, validate_name
 
     # 1. validate everything cheap before loading any model
     validate_name(name)
@@ -486,7 +486,6 @@ def import_official(
         train=train,
         official=json.dumps(provenance, sort_keys=True),
     )
-    from .engine import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     adapter = extract(video_unet, base_unet, dtype=torch_dtype, metadata=metadata)

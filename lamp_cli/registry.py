@@ -1,6 +1,6 @@
 """The motion registry: named manifests pointing at immutable, content-addressed adapter blobs.
 
-Layout under the root (`LAMP_HOME`, DESIGN §5):
+Layout under the root (`LAMP_HOME`, docs/registry.md):
 
     manifests/<name>.json                  one small JSON document per name
     blobs/sha256-<hex>.safetensors         the adapter file; <hex> is the sha256 of its bytes
@@ -39,9 +39,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .adapter import DELTA_SUFFIX, FORMAT_VERSION, REQUIRED_METADATA, read_header, read_header_bytes
+from .adapter import (
+    DELTA_SUFFIX,
+    FORMAT_VERSION,
+    REQUIRED_METADATA,
+    MotionAdapter,
+    read_header,
+    read_header_bytes,
+)
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
 from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
+from .settings import lamp_home
 
 log = logging.getLogger("lamp")
 
@@ -128,7 +136,7 @@ def _check_role(key: str, shape: list[int], what: str) -> tuple[str, int | None]
     if param not in ("weight", "bias"):
         raise InvalidInput(f"{what}: unexpected tensor '{key}' (not a weight or bias)")
     if parts[-2] == "conv1d":
-        # Conv1d(C, C, 3): dense channel mixing over frames (DESIGN §3)
+        # Conv1d(C, C, 3): dense channel mixing over frames (docs/method.md)
         if param == "weight" and not (len(shape) == 3 and shape[0] == shape[1] and shape[2] == 3):
             raise bad("C×C×3 (a kernel-3 conv over frames)")
         if param == "bias" and len(shape) != 1:
@@ -476,8 +484,6 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None, *, lock_timeout: float | None = None):
         if root is None:
-            from .settings import lamp_home
-
             root = lamp_home()
         self.root = Path(root)
         if lock_timeout is None:
@@ -640,7 +646,6 @@ class Registry:
 
     def load_adapter(self, name: str) -> Any:
         """The `MotionAdapter` of `name` (imports torch)."""
-        from .adapter import MotionAdapter
 
         return MotionAdapter.from_bytes(self.read_bytes(name))
 
@@ -780,7 +785,6 @@ class Registry:
         self, adapter: Any, *, name: str | None = None, force: bool = False, source: str | None = None
     ) -> Manifest:
         """Serialise a `MotionAdapter` and store it (its lamp.name, or `name`, names it)."""
-        from .adapter import MotionAdapter
 
         name = validate_name(name or adapter.name)
         if not force and self.exists(name):
@@ -799,7 +803,6 @@ class Registry:
         source: str | None = None,
     ) -> Manifest:
         """Build a `MotionAdapter` from tensors + `lamp.*` metadata and store it under its name."""
-        from .adapter import MotionAdapter
 
         name = name or metadata.get("lamp.name")
         if not name:

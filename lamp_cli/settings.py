@@ -6,6 +6,7 @@ One resolver, one precedence: command line > environment (`LAMP_<KEY>`) > config
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 APP_NAME = "lamp"
 
-# The paper's defaults (DESIGN §10). Keys are the names used in config.toml and `LAMP_<KEY>`.
+# The paper's defaults (docs/method.md). Keys are the names used in config.toml and `LAMP_<KEY>`.
 DEFAULTS: dict[str, Any] = {
     "base": "CompVis/stable-diffusion-v1-4",
     "first_frame_model": "stabilityai/stable-diffusion-xl-base-1.0",
@@ -47,6 +48,23 @@ class Resolved:
     key: str
     value: Any
     source: str  # "cli" | "env" | "config" | "default"
+    origin: str = ""  # where exactly: "--steps", "LAMP_STEPS", the config file's path, "default"
+
+    def describe(self) -> str:
+        """The value as the user wrote it, where they wrote it: `--steps 0`, `LAMP_STEPS=0`,
+        `steps = 0 in /path/config.toml`, `steps = 0 (default)`."""
+        return describe(self.key, self.value, self.origin or self.source)
+
+
+def describe(key: str, value: Any, origin: str) -> str:
+    """`key` = `value` named by where it came from (see `Resolved.describe`)."""
+    if origin.startswith("--"):
+        return f"{origin} {value}"
+    if origin.startswith("LAMP_"):
+        return f"{origin}={value}"
+    if origin.endswith(".toml") or origin.endswith(".json"):
+        return f"{key} = {value!r} in {origin}" if isinstance(value, str) else f"{key} = {value} in {origin}"
+    return f"{key} = {value} ({origin or 'default'})"
 
 
 def lamp_home() -> Path:
@@ -68,11 +86,21 @@ def config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
+_CONFIG_CACHE: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
 def load_config(path: Path | None = None) -> dict[str, Any]:
-    """Read config.toml; a missing file is an empty config, a broken one an error."""
+    """Read config.toml; a missing file is an empty config, a broken one an error. Read once per
+    process while the file stays the same (size and modification time)."""
     path = path or config_path()
-    if not path.exists():
+    try:
+        st = path.stat()
+    except OSError:
         return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _CONFIG_CACHE.get(path)
+    if cached is not None and cached[0] == stamp:
+        return dict(cached[1])
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -84,6 +112,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
             f"unknown key(s) in {path}: {', '.join(unknown)}",
             hint=f"known keys: {', '.join(sorted(DEFAULTS))}",
         )
+    _CONFIG_CACHE[path] = (stamp, dict(data))
     return data
 
 
@@ -105,27 +134,34 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
                 raise ValueError
             return int(raw)
         if isinstance(default, float):
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # nan/inf pass float() but no setting accepts them
+                raise ValueError
+            return value
         return str(raw)
     except (TypeError, ValueError) as e:
-        raise InvalidInput(
-            f"{key} from {source} must be a {type(default).__name__}, got {raw!r}"
-        ) from e
+        kind = "finite number" if isinstance(default, float) else type(default).__name__
+        raise InvalidInput(f"{key} from {source} must be a {kind}, got {raw!r}") from e
 
 
-def resolve(key: str, cli_value: Any = None, *, config: dict[str, Any] | None = None) -> Resolved:
-    """The value of one setting and where it came from (cli > env > config file > default)."""
+def resolve(
+    key: str, cli_value: Any = None, *, config: dict[str, Any] | None = None, flag: str | None = None
+) -> Resolved:
+    """The value of one setting and where it came from (cli > env > config file > default).
+    `flag`: how the command line spells it (default `--<key>`)."""
     if key not in DEFAULTS:
         raise KeyError(key)
     if cli_value is not None:
-        return Resolved(key, cli_value, "cli")
-    env = os.environ.get(f"LAMP_{key.upper()}")
+        return Resolved(key, cli_value, "cli", flag or "--" + key.replace("_", "-"))
+    env_key = f"LAMP_{key.upper()}"
+    env = os.environ.get(env_key)
     if env not in (None, ""):
-        return Resolved(key, _coerce(key, env, f"LAMP_{key.upper()}"), "env")
+        return Resolved(key, _coerce(key, env, env_key), "env", env_key)
     cfg = load_config() if config is None else config
     if key in cfg:
-        return Resolved(key, _coerce(key, cfg[key], "config file"), "config")
-    return Resolved(key, DEFAULTS[key], "default")
+        where = str(config_path())
+        return Resolved(key, _coerce(key, cfg[key], where), "config", where)
+    return Resolved(key, DEFAULTS[key], "default", "default")
 
 
 def get(key: str, cli_value: Any = None) -> Any:

@@ -1,6 +1,6 @@
 """An independent oracle of the LAMP reference code, for tests only.
 
-Written from the facts in /work/shared/LAMP_REFERENCE.md §1–§2 and §5 (and diffusers' documented
+Written from the reference model's published behaviour (docs/method.md, docs/official-motions.md; diffusers' documented
 SD-1.x UNet layout), with plain torch functional ops on an *official-format* state dict: it
 shares no code with `lamp_cli.models`, so a test that compares the two catches a mistake in
 either. It covers what the tiny SD-1.x-shaped config needs: CrossAttnDownBlock, DownBlock,

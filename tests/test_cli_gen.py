@@ -248,13 +248,13 @@ def test_existing_output_is_not_overwritten_without_flag(wiggle, no_models, tmp_
 
 
 def test_a_failed_write_leaves_neither_video_nor_sidecar(tmp_path, monkeypatch):
-    import lamp_cli.fsutil
+    import lamp_cli.generate
     from lamp_cli.generate import save_video
 
     def broken(path, text):
         raise OSError("disk full")
 
-    monkeypatch.setattr(lamp_cli.fsutil, "atomic_write_text", broken)
+    monkeypatch.setattr(lamp_cli.generate, "atomic_write_text", broken)
     frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
     with pytest.raises(OSError):
         save_video(frames, tmp_path / "new" / "deep" / "v.mp4", fps=8, fmt="mp4", record={"seed": 1})

@@ -128,7 +128,7 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_finishes(clips, cap
             raise KeyboardInterrupt  # as if Ctrl-C arrived during the forward pass of step 3
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(tr, "diffusion_loss", interrupted_on_third_step)
+    monkeypatch.setattr(tr.loop, "diffusion_loss", interrupted_on_third_step)
     argv = ["train", str(clips), "--name", "sq", "--base", str(tiny_base_dir), "--steps", "4", *TINY]
     code, out, err = run(argv, capsys)
     assert code == 130, err
@@ -138,7 +138,7 @@ def test_ctrl_c_exits_130_with_the_resume_command_and_resume_finishes(clips, cap
     assert (lamp_env / "runs" / "sq" / "checkpoint.safetensors").exists()
     assert not (lamp_env / "manifests" / "sq.json").exists()
 
-    monkeypatch.setattr(tr, "diffusion_loss", real_loss)
+    monkeypatch.setattr(tr.loop, "diffusion_loss", real_loss)
     code, out, err = run([*resume_cmd.split()[1:], "--steps", "4", "--json"], capsys)
     assert code == 0, err
     doc = json.loads(out)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lamp_cli import devices
 from lamp_cli import engine as eng
+from lamp_cli import sampling as smp
 from lamp_cli.errors import InvalidInput
 
 # --------------------------------------------------------------------------------------------
@@ -19,7 +21,7 @@ from lamp_cli.errors import InvalidInput
 
 def test_shared_noise_statistics_match_the_reference_mix():
     g = torch.Generator().manual_seed(0)
-    eps = eng.shared_noise_latents((64, 4, 4, 32, 32), 0.2, g)  # 262k values per frame
+    eps = smp.shared_noise_latents((64, 4, 4, 32, 32), 0.2, g)  # 262k values per frame
     frames = eps[:, :, 1:].permute(2, 0, 1, 3, 4).reshape(3, -1)  # (F-1, N)
     std = frames.std(dim=1)
     assert torch.allclose(std, torch.full_like(std, (0.04 + 0.64) ** 0.5), atol=5e-3)
@@ -32,13 +34,13 @@ def test_shared_noise_statistics_match_the_reference_mix():
 
 def test_shared_noise_zero_gives_independent_unit_frames():
     g = torch.Generator().manual_seed(1)
-    eps = eng.shared_noise_latents((64, 4, 4, 32, 32), 0.0, g)
+    eps = smp.shared_noise_latents((64, 4, 4, 32, 32), 0.0, g)
     frames = eps.permute(2, 0, 1, 3, 4).reshape(4, -1)
     assert torch.allclose(frames.std(dim=1), torch.ones(4), atol=5e-3)
     off = torch.corrcoef(frames)[torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)]
     assert off.abs().max() < 0.01
     # the same generator state gives the same noise (the seed fully determines it)
-    again = eng.shared_noise_latents((64, 4, 4, 32, 32), 0.0, torch.Generator().manual_seed(1))
+    again = smp.shared_noise_latents((64, 4, 4, 32, 32), 0.0, torch.Generator().manual_seed(1))
     assert torch.equal(eps, again)
 
 
@@ -50,7 +52,7 @@ def test_adain_matches_per_frame_per_channel_statistics():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 3, 8, 8, generator=g) * 3 + 1
     ref = torch.randn(2, 4, 1, 8, 8, generator=g) * torch.tensor([0.5, 1, 2, 4]).view(1, 4, 1, 1, 1) - 2
-    out = eng.adain(x, ref)
+    out = smp.adain(x, ref)
     m, s = _frame_stats(out)
     mr, sr = _frame_stats(ref)
     assert torch.allclose(m, mr.expand_as(m), atol=1e-5)
@@ -64,24 +66,24 @@ def test_adain_schedule_phases():
     g = torch.Generator().manual_seed(0)
     scales = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]).view(1, 1, 5, 1, 1)
     x = torch.randn(1, 4, 5, 8, 8, generator=g) * scales
-    early = eng.adain_step(x.clone(), late=False)
+    early = smp.adain_step(x.clone(), late=False)
     assert torch.equal(early[:, :, :2], x[:, :, :2])  # frames 0 and 1 untouched
     m, s = _frame_stats(early)
     assert torch.allclose(s[..., 2:], s[..., 1:2].expand(-1, -1, 3), atol=1e-5)  # frames 2.. -> frame 1
-    late = eng.adain_step(x.clone(), late=True)
+    late = smp.adain_step(x.clone(), late=True)
     assert torch.equal(late[:, :, 0], x[:, :, 0])
     m, s = _frame_stats(late)
     assert torch.allclose(s, s[..., :1].expand_as(s), atol=1e-5)  # everything -> frame 0
     assert torch.allclose(m, m[..., :1].expand_as(m), atol=1e-5)
-    final = eng.adain_final(x.clone())
+    final = smp.adain_final(x.clone())
     m, s = _frame_stats(final)
     assert torch.allclose(s, s[..., :1].expand_as(s), atol=1e-5)
 
 
 def test_adain_switch_reproduces_the_reference_split():
-    assert eng.adain_switch_index(50, eng.DEFAULT_ADAIN_SWITCH) == 31  # i <= 30 early: 31 / 19
-    assert eng.adain_switch_index(4, 0.5) == 2
-    assert eng.adain_switch_index(10, 0.0) == 0
+    assert smp.adain_switch_index(50, eng.DEFAULT_ADAIN_SWITCH) == 31  # i <= 30 early: 31 / 19
+    assert smp.adain_switch_index(4, 0.5) == 2
+    assert smp.adain_switch_index(10, 0.0) == 0
 
 
 def test_ddim_step_never_touches_frame_zero(tiny_base):
@@ -91,7 +93,7 @@ def test_ddim_step_never_touches_frame_zero(tiny_base):
     x = torch.randn(1, 4, 3, 4, 4, generator=g)
     before = x.clone()
     eps = torch.randn(1, 4, 3, 4, 4, generator=g)
-    eng.ddim_step_frames(sched, eps, sched.timesteps[0], x)
+    smp.ddim_step_frames(sched, eps, sched.timesteps[0], x)
     assert torch.equal(x[:, :, 0], before[:, :, 0])
     ref = sched.step(eps[:, :, 1:], sched.timesteps[0], before[:, :, 1:].clone(), eta=0.0).prev_sample
     assert torch.equal(x[:, :, 1:], ref)
@@ -99,7 +101,7 @@ def test_ddim_step_never_touches_frame_zero(tiny_base):
 
 def test_guided_noise_is_classifier_free_guidance():
     u, c = torch.randn(1, 4, 2, 2, 2), torch.randn(1, 4, 2, 2, 2)
-    out = eng.guided_noise(torch.cat([u, c]), 12.5)
+    out = smp.guided_noise(torch.cat([u, c]), 12.5)
     assert torch.allclose(out, u + 12.5 * (c - u))
 
 
@@ -125,7 +127,7 @@ def test_histogram_match_exact_cdf_lookup():
     f1 = rng.normal(60, 10, size=(24, 32, 3)).clip(0, 255).astype(np.uint8)
     f2 = rng.integers(100, 200, size=(24, 32, 3), dtype=np.uint8)
     frames = np.stack([f0, f1, f2])
-    out = eng.histogram_match(frames)
+    out = smp.histogram_match(frames)
     assert np.array_equal(out[0], f0)
     for f in (1, 2):
         for ch in range(3):
@@ -147,17 +149,17 @@ def test_histogram_match_is_exact_for_a_reordering():
     ref = rng.integers(0, 128, size=(16, 16, 3), dtype=np.uint8)
     perm = rng.permutation(16 * 16)
     src = (ref.reshape(-1, 3)[perm] * 2 + 1).reshape(16, 16, 3).astype(np.uint8)  # strictly increasing map
-    out = eng.histogram_match(np.stack([ref, src]))
+    out = smp.histogram_match(np.stack([ref, src]))
     for ch in range(3):
         assert np.array_equal(
             np.bincount(out[1, :, :, ch].ravel(), minlength=256), np.bincount(ref[:, :, ch].ravel(), minlength=256)
         )
-    assert np.array_equal(eng.histogram_match(np.stack([ref, ref]))[1], ref)  # identity on itself
+    assert np.array_equal(smp.histogram_match(np.stack([ref, ref]))[1], ref)  # identity on itself
 
 
 def test_plan_windows_covers_the_video_once():
-    plans = eng.plan_windows(40, 16, 4)
-    assert plans[0] == eng.Window(0, 16, 1)
+    plans = smp.plan_windows(40, 16, 4)
+    assert plans[0] == smp.Window(0, 16, 1)
     covered = np.zeros(40, dtype=int)
     covered[0] = 1
     for w in plans:
@@ -166,10 +168,10 @@ def test_plan_windows_covers_the_video_once():
         assert w.start + w.length <= 40
     assert np.all(covered == 1)
     assert plans[-1].start + plans[-1].length == 40
-    assert eng.plan_windows(8, 16, 4) == [eng.Window(0, 8, 1)]
-    assert len(eng.plan_windows(10, 2, 1)) == 9
+    assert smp.plan_windows(8, 16, 4) == [smp.Window(0, 8, 1)]
+    assert len(smp.plan_windows(10, 2, 1)) == 9
     with pytest.raises(InvalidInput):
-        eng.plan_windows(10, 4, 4)
+        smp.plan_windows(10, 4, 4)
 
 
 @pytest.mark.parametrize(
@@ -241,12 +243,12 @@ def test_first_frame_latent_is_held_clean_through_the_loop(engine, motion, first
         [(motion, 1.0)], "a horse runs", first_image, frames=4, steps=3, seed=3,
         callback=lambda i, t, lat: seen.append(lat[:, :, 0].clone()), **SIZE,
     )
-    z0 = eng.encode_first_frame(engine.base.vae, first_image, 64, 64, engine.base.latent_scale)
+    z0 = smp.encode_first_frame(engine.base.vae, first_image, 64, 64, engine.base.latent_scale)
     assert res.latents.shape == (1, 4, 4, 8, 8)
     assert torch.equal(res.latents[:, :, 0], z0)
     assert len(seen) == 3 and all(torch.equal(s, z0) for s in seen)
     # the first output frame is the VAE round trip of the (cropped, resized) input
-    expected = eng.decode_latents(engine.base.vae, z0[:, :, None], engine.base.latent_scale)[0]
+    expected = smp.decode_latents(engine.base.vae, z0[:, :, None], engine.base.latent_scale)[0]
     assert np.array_equal(res.frames[0], expected)
     assert res.frames.shape == (4, 64, 64, 3) and res.frames.dtype == np.uint8
 
@@ -300,7 +302,7 @@ def test_long_video_chains_trained_length_windows(engine, motion, first_image):
     kw = {"steps": 2, "seed": 7, **SIZE}
     long = engine.sample([(motion, 1.0)], "a horse runs", first_image, frames=40, **kw)
     assert long.frames.shape == (40, 64, 64, 3) and long.latents.shape[2] == 40
-    assert long.record["window"] == 4 and long.record["windows"] == len(eng.plan_windows(40, 4, 1))
+    assert long.record["window"] == 4 and long.record["windows"] == len(smp.plan_windows(40, 4, 1))
     # The first window is exactly the 4-frame video of the same seed: windows are chained, not joint.
     short = engine.sample([(motion, 1.0)], "a horse runs", first_image, frames=4, **kw)
     assert torch.equal(long.latents[:, :, :4], short.latents)
@@ -313,8 +315,8 @@ def test_overlapping_windows_keep_context_frames(engine, tiny_base, first_image)
     m8 = random_motion(tiny_base, frames=8, seed=1, name="eight")
     res = engine.sample([(m8, 1.0)], "a horse runs", first_image, frames=14, steps=2, seed=1, **SIZE)
     assert res.record["overlap"] == 2 and res.record["windows"] == 2
-    plans = eng.plan_windows(14, 8, 2)
-    assert plans[1] == eng.Window(6, 8, 2)
+    plans = smp.plan_windows(14, 8, 2)
+    assert plans[1] == smp.Window(6, 8, 2)
     short = engine.sample([(m8, 1.0)], "a horse runs", first_image, frames=8, steps=2, seed=1, **SIZE)
     assert torch.equal(res.latents[:, :, :8], short.latents)
 
@@ -332,14 +334,18 @@ def test_blending_motions_changes_the_video_and_is_recorded(engine, tiny_base, m
 
 
 def test_motion_by_registry_name(engine, motion, first_image):
-    from lamp_cli.errors import MotionNotFound
+    from lamp_cli.errors import InvalidInput, MotionNotFound
     from lamp_cli.registry import Registry
+    from lamp_cli.resolve import load_motion
 
     manifest = Registry().publish_adapter(motion)
-    res = engine.sample([(manifest.name, 1.0)], "a horse runs", first_image, frames=3, steps=1, seed=0, **SIZE)
+    res = engine.sample([(load_motion(manifest.name), 1.0)], "a horse runs", first_image, frames=3, steps=1, seed=0,
+                        **SIZE)
     assert res.record["motions"][0]["digest"] == manifest.digest
     with pytest.raises(MotionNotFound):
-        engine.sample([("no-such-motion", 1.0)], "x", first_image, frames=3, steps=1, seed=0, **SIZE)
+        load_motion("no-such-motion")
+    with pytest.raises(InvalidInput, match="adapters, not names"):  # the engine does not read the registry
+        engine.sample([(manifest.name, 1.0)], "x", first_image, frames=3, steps=1, seed=0, **SIZE)
 
 
 def test_text_to_image_first_frame_falls_back_to_the_base_with_a_warning(engine, motion, caplog):
@@ -353,13 +359,13 @@ def test_text_to_image_first_frame_falls_back_to_the_base_with_a_warning(engine,
 
 
 def test_image_to_image_strength(engine, first_image):
-    from lamp_cli.models.first_frame import image_to_image
+    from lamp_cli.first_frame import image_to_image
 
-    same = image_to_image(engine, first_image, "a red horse", strength=0.0, steps=4, width=64, height=64)
-    z = eng.encode_first_frame(engine.base.vae, first_image, 64, 64, engine.base.latent_scale)
-    assert np.array_equal(same, eng.decode_latents(engine.base.vae, z[:, :, None], engine.base.latent_scale)[0])
-    a = image_to_image(engine, first_image, "a red horse", strength=0.5, steps=4, seed=1, width=64, height=64)
-    b = image_to_image(engine, first_image, "a red horse", strength=0.5, steps=4, seed=1, width=64, height=64)
+    same = image_to_image(engine.base, engine.place, first_image, "a red horse", strength=0.0, steps=4, width=64, height=64)
+    z = smp.encode_first_frame(engine.base.vae, first_image, 64, 64, engine.base.latent_scale)
+    assert np.array_equal(same, smp.decode_latents(engine.base.vae, z[:, :, None], engine.base.latent_scale)[0])
+    a = image_to_image(engine.base, engine.place, first_image, "a red horse", strength=0.5, steps=4, seed=1, width=64, height=64)
+    b = image_to_image(engine.base, engine.place, first_image, "a red horse", strength=0.5, steps=4, seed=1, width=64, height=64)
     assert a.shape == (64, 64, 3) and np.array_equal(a, b) and not np.array_equal(a, same)
 
 
@@ -384,23 +390,24 @@ def test_engine_rejects_bad_first_frames(engine, tmp_path):
 
 def test_one_device_and_dtype_resolver_serves_engine_and_training(monkeypatch):
     from lamp_cli import settings, train
+    from lamp_cli.bench import train as bench_train
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert eng.resolve_device("auto") == eng.resolve_device(None) == torch.device("cpu")
-    assert eng.resolve_device(" CPU ") == torch.device("cpu")
+    assert devices.resolve_device("auto") == devices.resolve_device(None) == torch.device("cpu")
+    assert devices.resolve_device(" CPU ") == torch.device("cpu")
     # an explicit accelerator that is not there is refused up front, for the engine as for training
     for bad, why in (("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
                      ("mps", "MPS is not available"), ("tpu", "unknown device"), ("meta", "unknown device")):
         with pytest.raises(InvalidInput, match=why):
-            eng.resolve_device(bad)
-    assert train.resolve_device is eng.resolve_device  # training uses the same function, not a copy
+            devices.resolve_device(bad)
+    assert train.loop.resolve_device is devices.resolve_device  # training uses the same function, not a copy
     monkeypatch.setattr(settings, "get", lambda key, value=None: "mps" if key == "device" else value)
     with pytest.raises(InvalidInput, match="MPS is not available"):  # the device setting, through train
-        train.benchmark_training(steps=1, warmup=0, frames=2, width=64, height=64, device=None)
+        bench_train.benchmark_training(steps=1, warmup=0, frames=2, width=64, height=64, device=None)
     # dtypes: auto follows the device; adapter precisions resolve without one
-    assert eng.resolve_dtype("auto", torch.device("cuda")) == torch.float16
-    assert eng.resolve_dtype("auto") == eng.resolve_dtype(None, torch.device("cpu")) == torch.float32
-    assert [eng.resolve_dtype(d) for d in ("fp16", "bf16", "fp32")] == [torch.float16, torch.bfloat16, torch.float32]
+    assert devices.resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert devices.resolve_dtype("auto") == devices.resolve_dtype(None, torch.device("cpu")) == torch.float32
+    assert [devices.resolve_dtype(d) for d in ("fp16", "bf16", "fp32")] == [torch.float16, torch.bfloat16, torch.float32]
     with pytest.raises(InvalidInput, match="unknown dtype"):
-        eng.resolve_dtype("int8")
+        devices.resolve_dtype("int8")

@@ -10,6 +10,7 @@ import pytest
 
 from lamp_cli import evaluate as ev
 from lamp_cli.errors import InvalidInput, LampError
+from lamp_cli.prompts import read_prompts_file
 
 # ---------------------------------------------------------------------------------------
 # metrics on fixed embeddings
@@ -188,11 +189,11 @@ def test_find_videos_and_prompts_file(tmp_path):
     (tmp_path / ".hidden.mp4").write_text("x")
     assert [p.name for p in ev.find_videos(tmp_path)] == ["v1.webm", "v2.gif", "v3", "v10.mp4"]
     pf = tmp_path / "prompts.txt"
-    pf.write_text("a horse runs\n\n  rain  \n")
-    assert ev.read_prompts_file(pf) == ["a horse runs", "rain"]
+    pf.write_text("a horse runs\n\n  rain  \n# a comment\n")
+    assert read_prompts_file(pf) == ["a horse runs", "rain"]  # the one reader of gen, eval and train
     pf.write_text("\n\n")
-    with pytest.raises(InvalidInput, match="empty"):
-        ev.read_prompts_file(pf)
+    with pytest.raises(InvalidInput, match="has no prompts"):
+        read_prompts_file(pf)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InvalidInput, match="no videos"):

@@ -431,7 +431,7 @@ def test_sd1_topology_loads_key_for_key_and_matches_reference():
 def test_sd1_video_unet_has_the_reference_keys_shapes_and_counts():
     """At full SD-1.x size (on the meta device: no memory, no weights), lamp's VideoUNet has the
     reference checkpoint's keys and shapes exactly, 66 motion-conv sites and its parameter counts
-    (LAMP_REFERENCE §1.1, §3)."""
+    (docs/official-motions.md)."""
     from diffusers import UNet2DConditionModel
 
     from lamp_cli.models.video_unet import VideoUNet

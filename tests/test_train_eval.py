@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lamp_cli import train as tr
-from lamp_cli import train_eval as te
+from lamp_cli.train import eval as te
 from lamp_cli.cli.app import main
 from lamp_cli.engine import Engine
 from lamp_cli.errors import InvalidInput, LampError, NameTaken
@@ -143,7 +143,7 @@ def test_best_is_published_beside_the_last_with_its_scores(clips, clip_dir, tiny
         report.mean_alignment = next(scripted)
         return report
 
-    monkeypatch.setattr(ev, "score_clips", score)
+    monkeypatch.setattr(te, "score_clips", score)
     result = train(clips, "rain", tiny_base, adapter_dtype="fp32", **with_eval(clip_dir))
     reg = Registry()
     assert sorted(m.name for m in reg.list()) == ["rain", "rain-best"]
@@ -197,7 +197,7 @@ def test_bad_eval_options_fail_before_any_model_loads(case, clips, clip_dir, tin
     def no_models(*a, **kw):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(tr, "make_accelerator", no_models)
+    monkeypatch.setattr(tr.loop, "make_accelerator", no_models)
     name, kw = "motion", dict(eval_every=2, eval_prompts=PROMPTS, clip_model=str(clip_dir))
     expected: type[Exception] = InvalidInput
     if case == "no prompts":

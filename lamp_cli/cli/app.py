@@ -14,6 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import LampError
+from .options import refresh_help
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
 COMMAND_MODULES = [
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     Exit codes: 0 ok, 1 error (printed as Error/Hint), 2 usage error, 130 interrupted.
     """
     debug = os.environ.get("LAMP_DEBUG", "") not in ("", "0")
+    refresh_help()
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=argv, prog_name="lamp", standalone_mode=False)

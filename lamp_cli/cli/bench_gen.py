@@ -31,7 +31,7 @@ def cmd_bench_gen(
 
       lamp bench gen --full-sd --dtype bf16 --json
     """
-    from ..engine import benchmark_sampling
+    from ..bench.gen import benchmark_sampling
     from .render import RichReporter
 
     setup_logging()

@@ -32,7 +32,7 @@ def cmd_bench_train(
 
       lamp bench train --full-sd --mixed-precision bf16 --json
     """
-    from ..train import benchmark_training
+    from ..bench.train import benchmark_training
     from .render import RichReporter
 
     setup_logging()

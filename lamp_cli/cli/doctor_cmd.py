@@ -29,10 +29,6 @@ PACKAGES = (
     "rich",
 )
 
-# Which file marks a model as usable in a local snapshot, per role.
-_WEIGHT_GLOBS = ("*.safetensors", "*.bin")
-
-
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -75,7 +71,7 @@ def _device_report(setting: Any) -> dict[str, Any]:
     dev = _devices()
     dev["setting"] = setting
     if dev["error"] is None:
-        from ..engine import resolve_device
+        from ..devices import resolve_device
         from ..errors import LampError
 
         try:
@@ -87,50 +83,13 @@ def _device_report(setting: Any) -> dict[str, Any]:
     return dev
 
 
-def _has_weights(folder: Path, sub: str | None) -> bool:
-    where = folder / sub if sub else folder
-    return where.is_dir() and any(any(where.glob(g)) for g in _WEIGHT_GLOBS)
-
-
 def model_status(role: str, spec: str, *, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Whether the model `spec` is available locally (built-in, folder, or HF cache); never downloads."""
-    out: dict[str, Any] = {"role": role, "spec": spec, "available": False, "path": None, "detail": ""}
-    sub = "unet" if role in ("base", "first_frame_model") else None
-    if spec in ("tiny", "toy"):
-        from ..models.base import builtin_dir
+    from ..models.locate import locate
 
-        folder = builtin_dir(spec)
-        out["path"] = str(folder)
-        if spec == "tiny":
-            out.update(available=True, detail="built-in (random weights, for tests and smoke runs)")
-        else:
-            out.update(available=(folder / "unet").is_dir(), detail="built-in toy base")
-        return out
-    p = Path(spec).expanduser()
-    if p.is_file():  # a single-file checkpoint: converted on first use
-        from ..models.single_file import known_conversion
-
-        done = known_conversion(p)
-        out.update(path=str(p), available=True,
-                   detail=f"single-file checkpoint, converted in {done}" if done else
-                   "single-file checkpoint (converted into lamp's cache on first use)")
-        return out
-    if p.exists():
-        out.update(path=str(p), available=_has_weights(p, sub), detail="local folder")
-        if not out["available"]:
-            out["detail"] = f"local folder without weights{' in ' + sub + '/' if sub else ''}"
-        return out
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(spec, local_files_only=True, cache_dir=cache_dir))
-    except Exception:  # LocalEntryNotFoundError, bad repo id, ...
-        out["detail"] = f"not in the local Hugging Face cache; `hf download {spec}` fetches it"
-        return out
-    out["path"] = str(folder)
-    out["available"] = _has_weights(folder, sub)
-    out["detail"] = "in the Hugging Face cache" if out["available"] else "in the cache, but without weights"
-    return out
+    found = locate(spec, sub="unet" if role in ("base", "first_frame_model") else None, cache_dir=cache_dir)
+    return {"role": role, "spec": spec, "available": found.available,
+            "path": str(found.path) if found.path else None, "detail": found.detail}
 
 
 def collect() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from ..errors import InvalidInput, UsageError
+from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, LORA_OPTION, setting_option
 
 EDIT_EPILOG = """Examples:
 
@@ -44,23 +45,23 @@ def edit(
     start_frame: int = typer.Option(0, "--start-frame", help="First frame of the window in VIDEO (counted from 0)."),
     edit_strength: float = typer.Option(0.6, "--edit-strength", help="How much the automatic first-frame edit may change the frame (0..1]."),
     controlnet: str | None = typer.Option(None, "--controlnet", help="Guide the first-frame edit with a canny ControlNet: a local folder, an HF repo id in the local cache, or `canny`."),
-    ddim_steps: int | None = typer.Option(None, "--ddim-steps", help="DDIM steps of the inversion and of sampling (default: 50)."),
+    ddim_steps: int | None = setting_option("steps", "--ddim-steps", help="DDIM steps of the inversion and of sampling."),
     inversion_refine: int = typer.Option(4, "--inversion-refine", help="Fixed-point iterations per inversion step, at most (0 = plain DDIM inversion, as the reference)."),
     inversion_prompt: str = typer.Option("", "--inversion-prompt", help="Text the inversion is conditioned on (default: empty, as the reference)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Video file (.mp4/.gif/.webm) or folder (png frames) (default: a new file named from PROMPT)."),
-    fmt: str | None = typer.Option(None, "--format", help="mp4 | gif | webm | frames (default: from -o, else mp4)."),
+    fmt: str | None = typer.Option(None, "--format", help=f"{FORMAT_CHOICES} (default: from -o, else mp4)."),
     fps: float | None = typer.Option(None, "--fps", help="Frames per second of the written video (default: VIDEO's fps / stride, i.e. its real speed)."),
-    width: int | None = typer.Option(None, "--width", help="Width in pixels, a multiple of 8 (default: 512)."),
-    height: int | None = typer.Option(None, "--height", help="Height in pixels, a multiple of 8 (default: 320)."),
-    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance scale (default: 12.5)."),
+    width: int | None = setting_option("width", "--width", help="Width in pixels, a multiple of 8."),
+    height: int | None = setting_option("height", "--height", help="Height in pixels, a multiple of 8."),
+    guidance: float | None = setting_option("guidance", "--guidance", help="Classifier-free guidance scale."),
     negative: str | None = typer.Option(None, "--negative", help="Negative prompt (the unconditional text)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed of the first-frame edit and sampling; random if absent."),
     no_adain: bool = typer.Option(False, "--no-adain", help="Turn off latent AdaIN toward the first frame."),
     no_histogram_match: bool = typer.Option(False, "--no-histogram-match", help="Turn off pixel histogram matching to the first frame."),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)."),
-    dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | fp16 | bf16 (default: fp16 on GPU, fp32 on CPU)."),
-    base: str | None = typer.Option(None, "--base", help="Base model (repo id, folder, SD-1.x .safetensors/.ckpt file, tiny) (default: CompVis/stable-diffusion-v1-4)."),
-    lora: list[str] | None = typer.Option(None, "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base; repeat to blend (default: config `lora`)."),
+    device: str | None = setting_option("device", "--device", help=f"{DEVICE_CHOICES}."),
+    dtype: str | None = setting_option("dtype", "--dtype", help=f"{DTYPE_CHOICES} (auto: fp16 on GPU, fp32 on CPU)."),
+    base: str | None = setting_option("base", "--base", help=f"Base model: {BASE_CHOICES}."),
+    lora: list[str] | None = LORA_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing -o file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document describing the result on stdout."),
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from ..errors import UsageError
+from .options import BASE_CHOICES, DEVICE_CHOICES, LORA_OPTION, setting_option
 from .render import emit_json, info, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -48,7 +49,7 @@ def _render_report(report: dict[str, Any], title: str) -> None:
 
 def _prompts_for(recipe: str | None, prompts_file: Path | None, motion: str | None) -> tuple[list[str], str]:
     """The evaluation prompts and where they came from (prompts file > recipe > recipe named MOTION)."""
-    from ..evaluate import read_prompts_file
+    from ..prompts import read_prompts_file
     from ..recipes import load_recipe, recipe_names
 
     if recipe and prompts_file:
@@ -79,7 +80,7 @@ def _default_out(motion: str) -> Path:
 
 def cmd_eval(
     motion: str | None = typer.Argument(
-        None, help="A motion in the registry: generate videos with it, then score them."
+        None, metavar="MOTION", help="A motion in the registry: generate videos with it, then score them."
     ),
     videos: Path | None = typer.Option(
         None,
@@ -94,37 +95,27 @@ def cmd_eval(
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Videos per prompt (seeds --seed, --seed+1, ...)."),
     seed: int = typer.Option(0, "--seed", help="First seed."),
-    base: str | None = typer.Option(
-        None, "--base", help="Base model (default: the one the motion was trained on, else setting 'base')."
+    base: str | None = setting_option(
+        "base", "--base", help=f"Base model: {BASE_CHOICES} (default: the motion's base, else {{default}})."
     ),
-    lora: list[str] | None = typer.Option(
-        None, "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base; repeatable (default: config `lora`)."
-    ),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="DDIM steps (default: setting 'steps')."),
+    lora: list[str] | None = LORA_OPTION,
+    steps: int | None = setting_option("steps", "--steps", min=1, help="DDIM steps."),
     frames: int | None = typer.Option(
         None, "--frames", min=2, help="Frames per video (default: the motion's)."
     ),
     width: int | None = typer.Option(None, "--width", min=8, help="Width (default: the motion's)."),
     height: int | None = typer.Option(None, "--height", min=8, help="Height (default: the motion's)."),
-    guidance: float | None = typer.Option(
-        None, "--guidance", help="Classifier-free guidance (default: setting 'guidance')."
-    ),
+    guidance: float | None = setting_option("guidance", "--guidance", help="Classifier-free guidance scale."),
     out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
         help="Folder for the generated videos (default: a new lamp-eval-MOTION-<time> folder).",
     ),
-    format: str = typer.Option("mp4", "--format", help=f"Video format: {', '.join(FORMATS)}."),
-    fps: float | None = typer.Option(
-        None, "--fps", help="Frames per second of the written videos (default: setting 'fps')."
-    ),
-    clip_model: str | None = typer.Option(
-        None, "--clip-model", help="CLIP repo id (local cache) or folder (default: setting 'clip_model')."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", help="auto, cpu, cuda, mps (default: setting 'device')."
-    ),
+    format: str = typer.Option("mp4", "--format", help=f"Video format: {' | '.join(FORMATS)}."),
+    fps: float | None = setting_option("fps", "--fps", help="Frames per second of the written videos."),
+    clip_model: str | None = setting_option("clip_model", "--clip-model", help="CLIP repo id (local cache) or folder."),
+    device: str | None = setting_option("device", "--device", help=f"{DEVICE_CHOICES}."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score videos with the paper's CLIP metrics: text alignment, frame consistency, diversity.
@@ -181,8 +172,9 @@ def cmd_eval(
     from ..evaluate import Scorer, generate_videos
     from ..fsutil import atomic_write_text
     from ..registry import Registry
+    from ..resolve import find_manifest, load_motion
 
-    manifest = Registry().manifest(motion)  # cheap: the engine hash-checks the blob when it loads it
+    manifest = find_manifest(motion, Registry())  # cheap: the blob is hash-checked when it loads
     prompts, source = _prompts_for(recipe, prompts_file, motion)
     out_dir = out or _default_out(motion)
     if out_dir.exists() and not out_dir.is_dir():
@@ -212,7 +204,7 @@ def cmd_eval(
     info(f"generating {len(prompts) * len(seed_list)} videos of '{motion}' into {out_dir}")
     made = generate_videos(
         engine,
-        motion,
+        load_motion(motion),
         prompts,
         out_dir,
         seeds=seed_list,
@@ -245,7 +237,7 @@ def cmd_eval(
 
 
 def cmd_recipes(
-    name: str | None = typer.Argument(None, help="Show one recipe in full."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Show one recipe in full."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """List the built-in motion recipes (the paper's eight motions), or show one.

@@ -66,7 +66,7 @@ def _base_spec(base: Any) -> str:
 
 
 def cmd_list(
-    prefix: str | None = typer.Argument(None, help="Only names starting with PREFIX."),
+    prefix: str | None = typer.Argument(None, metavar="PREFIX", help="Only names starting with PREFIX."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print names only, one per line."),
 ) -> None:
@@ -101,7 +101,7 @@ def cmd_list(
 
 
 def cmd_show(
-    name: str = typer.Argument(..., help="The motion's name."),
+    name: str = typer.Argument(..., metavar="NAME", help="The motion's name."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show a motion's manifest and what its adapter file holds.
@@ -203,7 +203,7 @@ def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
 
 
 def cmd_rm(
-    names: list[str] = typer.Argument(..., help="Motion name(s) to delete."),
+    names: list[str] = typer.Argument(..., metavar="NAME...", help="Motion name(s) to delete."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -243,8 +243,8 @@ def cmd_rm(
 
 
 def cmd_cp(
-    src: str = typer.Argument(..., help="Existing motion."),
-    dst: str = typer.Argument(..., help="New name (shares the adapter file)."),
+    src: str = typer.Argument(..., metavar="SRC", help="Existing motion."),
+    dst: str = typer.Argument(..., metavar="DST", help="New name (shares the adapter file)."),
     force: bool = typer.Option(False, "--force", "-f", help="Replace DST if it exists."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -262,7 +262,7 @@ def cmd_cp(
 
 
 def cmd_export(
-    name: str = typer.Argument(..., help="The motion to export."),
+    name: str = typer.Argument(..., metavar="NAME", help="The motion to export."),
     output: Path = typer.Option(..., "--output", "-o", help="File (or folder) to write the .safetensors to."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -289,7 +289,7 @@ def cmd_export(
 
 def cmd_import(
     file: Path = typer.Argument(
-        ..., help="A lamp .safetensors adapter (or, with --official, a LAMP checkpoint)."
+        ..., metavar="FILE", help="A lamp .safetensors adapter (or, with --official, a LAMP checkpoint)."
     ),
     name: str | None = typer.Option(
         None, "--name", "-n", help="Name to store it under (default: the file's own)."
@@ -302,7 +302,7 @@ def cmd_import(
         None, "--base", help="With --official: the base model it was trained on."
     ),
     prompt: str | None = typer.Option(
-        None, "--prompt", help="With --official: its training prompt [default: the folder name, _ as space]."
+        None, "--prompt", help="With --official: its training prompt (default: the folder name, _ as space)."
     ),
     dtype: str = typer.Option(
         "fp16", "--dtype", help="With --official: adapter precision, fp16 | bf16 | fp32 (fp32 keeps it bit for bit)."
@@ -350,7 +350,7 @@ def cmd_import(
 
 
 def cmd_verify(
-    name: str | None = typer.Argument(None, help="Check only this motion."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Check only this motion."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Rehash adapter files against their manifests; exit 1 if anything is damaged.

@@ -10,6 +10,7 @@ from enum import Enum
 
 import typer
 
+from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
 from .render import emit_json, out_console, setup_logging
 
 
@@ -27,23 +28,23 @@ class AdapterDtype(str, Enum):
 
 
 def cmd_train(
-    clips: str = typer.Argument(..., help="A folder of training videos (mp4, mov, webm, mkv, gif), or one video."),
+    clips: str = typer.Argument(..., metavar="CLIPS", help="A folder of training videos (mp4, mov, webm, mkv, gif), or one video."),
     name: str = typer.Option(..., "--name", "-n", help="Name of the motion in the registry."),
     prompt: str | None = typer.Option(
         None, "--prompt", "-p", help="Prompt for every clip (default: the recipe's, <video>.txt captions, or the folder name)."
     ),
     recipe: str | None = typer.Option(None, "--recipe", help="A built-in recipe (`lamp recipes`) or a .toml file: prompt and defaults."),
-    base: str | None = typer.Option(None, "--base", help="Base model: HF repo id (local cache), folder, SD-1.x .safetensors/.ckpt file, tiny or toy (default: setting 'base')."),
+    base: str | None = setting_option("base", "--base", help=f"Base model: {BASE_CHOICES}."),
     lora: list[str] | None = typer.Option(None, "--lora", help="Image LoRA FILE[:WEIGHT] fused into the base: learn the motion on a styled base; repeatable (only from the command line)."),
-    steps: int | None = typer.Option(None, "--steps", help="Training steps (default: setting 'train_steps', 10000)."),
-    frames: int | None = typer.Option(None, "--frames", help="Frames per training window (default: 16)."),
-    stride: int | None = typer.Option(None, "--stride", help="Take every STRIDE-th frame (default: 1)."),
-    width: int | None = typer.Option(None, "--width", help="Width in pixels, a multiple of 8 (default: 512)."),
-    height: int | None = typer.Option(None, "--height", help="Height in pixels, a multiple of 8 (default: 320)."),
-    lr: float | None = typer.Option(None, "--lr", help="AdamW learning rate (default: 3e-5)."),
+    steps: int | None = setting_option("train_steps", "--steps", help="Training steps (default: the recipe's, else {default})."),
+    frames: int | None = setting_option("frames", "--frames", help="Frames per training window (default: the recipe's, else {default})."),
+    stride: int | None = setting_option("stride", "--stride", help="Take every STRIDE-th frame (default: the recipe's, else {default})."),
+    width: int | None = setting_option("width", "--width", help="Width in pixels, a multiple of 8 (default: the recipe's, else {default})."),
+    height: int | None = setting_option("height", "--height", help="Height in pixels, a multiple of 8 (default: the recipe's, else {default})."),
+    lr: float | None = setting_option("lr", "--lr", help="AdamW learning rate (default: the recipe's, else {default})."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: a random one, printed and recorded)."),
     mixed_precision: MixedPrecision | None = typer.Option(
-        None, "--mixed-precision", help="auto = bf16 (or fp16) on CUDA, none elsewhere (default: auto)."
+        None, "--mixed-precision", help="auto | no | fp16 | bf16; auto = bf16 (or fp16) on CUDA, none elsewhere (default: auto)."
     ),
     gradient_checkpointing: bool | None = typer.Option(
         None,
@@ -55,9 +56,9 @@ def cmd_train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run of NAME from its checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace a motion named NAME; discard an unfinished run's checkpoint."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: setting 'device', auto)."),
+    device: str | None = setting_option("device", "--device", help=f"{DEVICE_CHOICES}."),
     adapter_dtype: AdapterDtype | None = typer.Option(
-        None, "--adapter-dtype", help="dtype of the published adapter (default: fp16, about half the size of fp32)."
+        None, "--adapter-dtype", help="fp16 | bf16 | fp32: dtype of the published adapter (default: fp16, about half the size of fp32)."
     ),
     eval_every: int | None = typer.Option(
         None, "--eval-every", help="Every N steps and at the end, sample the eval prompts as `lamp gen` does and score them with CLIP; the best step is also published as NAME-best."
@@ -68,16 +69,14 @@ def cmd_train(
     eval_prompts_file: str | None = typer.Option(
         None, "--eval-prompts-file", help="Eval prompts, one per line (instead of --eval-prompts)."
     ),
-    eval_steps: int | None = typer.Option(
-        None, "--eval-steps", help="DDIM steps of the eval videos (default: setting 'steps', 50, as `lamp gen`); fewer is faster, recorded."
+    eval_steps: int | None = setting_option(
+        "steps", "--eval-steps", help="DDIM steps of the eval videos, as `lamp gen`'s --steps; fewer is faster, recorded."
     ),
     eval_seed: int | None = typer.Option(None, "--eval-seed", help="Seed of every eval video (default: 0, as `lamp eval`)."),
     eval_out: str | None = typer.Option(
         None, "--eval-out", help="Also write each evaluation's videos here: step-NNNNNN/NN_<prompt>.mp4 with a JSON sidecar."
     ),
-    clip_model: str | None = typer.Option(
-        None, "--clip-model", help="CLIP for --eval-every: repo id (local cache) or folder (default: setting 'clip_model')."
-    ),
+    clip_model: str | None = setting_option("clip_model", "--clip-model", help="CLIP for --eval-every: repo id (local cache) or folder."),
     flip: bool | None = typer.Option(
         None, "--flip/--no-flip",
         help="Random horizontal flips of the clips (default: on, as the paper). Turn off for motions with a left/right direction.",
@@ -110,7 +109,7 @@ def cmd_train(
     setup_logging()
     if eval_prompts_file is not None:
         from ..errors import UsageError
-        from ..evaluate import read_prompts_file
+        from ..prompts import read_prompts_file
 
         if eval_prompts:
             raise UsageError("give --eval-prompts or --eval-prompts-file, not both")

@@ -19,7 +19,10 @@ from typing import Any
 
 from ..errors import BaseModelMissing, InvalidInput
 from ..lora import apply_loras, lora_fingerprint, parse_loras
+from ..settings import lamp_home
+from .names import ADDED_MODULES
 from .single_file import converted_folder, is_single_file
+from .tiny import SD_SCHEDULER_CONFIG, save_tiny_base
 
 log = logging.getLogger("lamp")
 
@@ -89,8 +92,6 @@ def builtin_dir(name: str) -> Path:
     if name == "toy":
         return Path(__file__).resolve().parent.parent / "toy" / "base"
     if name == "tiny":
-        from ..settings import lamp_home
-
         return lamp_home() / "bases" / "tiny"
     raise KeyError(name)
 
@@ -100,8 +101,6 @@ def _ensure_tiny(folder: Path) -> Path:
         return folder
     import shutil
     import tempfile
-
-    from ..testing import save_tiny_base
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
@@ -190,8 +189,6 @@ def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None, 
     if sched_file.exists():
         scheduler_config = json.loads(sched_file.read_text())
     else:
-        from ..testing import SD_SCHEDULER_CONFIG
-
         log.warning("no scheduler config in %s; using SD-1.4's", folder)
         scheduler_config = dict(SD_SCHEDULER_CONFIG)
     base = BaseComponents(
@@ -235,7 +232,7 @@ def fingerprint(unet: Any) -> str:
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(unet.state_dict().items()):
         # Only base tensors: keys the inflation adds would change the fingerprint of the same base.
-        if any(part in name for part in ("conv1d", "conv_gate", "attn_temp", "norm_temp")):
+        if any(part in name for part in ADDED_MODULES):
             continue
         name = name.replace(".conv2d.", ".")
         flat = tensor.detach().reshape(-1)

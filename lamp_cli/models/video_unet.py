@@ -1,6 +1,6 @@
 """The video UNet: a stock diffusers `UNet2DConditionModel` inflated in place with LAMP's layers.
 
-Wrap, don't fork (DESIGN §3). Frames are folded into the batch, (B·F)×C×H×W, so every pretrained
+Wrap, don't fork (docs/method.md). Frames are folded into the batch, (B·F)×C×H×W, so every pretrained
 layer runs unchanged; the modules of `models/motion.py` unfold them where time matters:
 
 - every Conv2d except the transformers' 1×1 proj_in/proj_out becomes a `MotionConv`
@@ -31,10 +31,10 @@ from .motion import (
     MotionConv,
     VideoTransformerBlock,
 )
+from .names import ADDED_MODULES
 
 # Parameter-name patterns of what LAMP trains (reference `trainable_modules`); norm_temp is
 # added but stays frozen at the identity.
-ADDED_MODULES = ("conv1d", "conv_gate", "attn_temp", "norm_temp")
 TRAINED_MODULES = ("conv1d", "conv_gate", "attn_temp", "attn1.to_q")
 
 

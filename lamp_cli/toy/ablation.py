@@ -25,8 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ..adapter import MotionAdapter
+from ..engine import Engine
 from ..errors import InvalidInput
+from ..models.base import BaseComponents, load_base
 from ..progress import Reporter, reporter_or_null
+from ..train import train_motion
 from . import world
 from .demo import DEMO_GUIDANCE, DEMO_LR, DEMO_SAMPLE_STEPS, FRAMES, check_motion, pick_first_frame
 
@@ -46,7 +50,6 @@ class Row:
 
 def without_temporal_conv(adapter: Any) -> Any:
     """A copy of `adapter` whose motion-conv kernels are zero: conv1d(y) = 0, so out = y."""
-    from ..adapter import MotionAdapter
 
     tensors = {k: (v * 0 if ".conv1d." in k else v) for k, v in adapter.tensors.items()}
     return MotionAdapter(tensors=tensors, metadata=dict(adapter.metadata))
@@ -82,9 +85,6 @@ def run_ablation(
     """Rows of the ablation table and a record (timings, settings, per-video numbers)."""
     import tempfile
 
-    from ..engine import Engine
-    from ..models.base import BaseComponents, load_base
-    from ..train import train_motion
 
     for m in motions:
         if m not in world.MOTIONS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..testing import TINY_UNET_CONFIG
+from ..models.tiny import TINY_UNET_CONFIG
 
 TOY_VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,

@@ -19,8 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import Engine
 from ..errors import InvalidInput
+from ..fsutil import atomic_write_text, atomic_writer
+from ..models.base import BaseComponents, load_base
 from ..progress import Reporter
+from ..registry import Registry, validate_name
+from ..train import train_motion
+from ..video import write_video
 from . import world
 
 log = logging.getLogger("lamp")
@@ -221,7 +227,6 @@ def run_demo(
     registry: Any = None,
 ) -> DemoResult:
     """Train `motion` from toy clips on the toy base, generate an unseen pair, measure it."""
-    from ..registry import Registry, validate_name
 
     # 1. check inputs before any model loads
     if motion not in world.MOTIONS:
@@ -234,10 +239,6 @@ def run_demo(
     if out.exists() and not out.is_dir():
         raise InvalidInput(f"{out} exists and is not a folder", hint="pass --out DIR")
 
-    from ..engine import Engine
-    from ..models.base import BaseComponents, load_base
-    from ..train import train_motion
-    from ..video import write_video
 
     components = base if isinstance(base, BaseComponents) else load_base(str(base))
     target = pick_unseen(motion, seed)
@@ -285,7 +286,6 @@ def run_demo(
         }
         from PIL import Image
 
-        from ..fsutil import atomic_writer
 
         sheet_path = out / f"{stem}-frames.png"
         with atomic_writer(sheet_path) as f:
@@ -298,7 +298,6 @@ def run_demo(
             train_steps=trained.steps, final_loss=trained.final_loss, record=result.record,
             first_frame_candidates=(matching, FIRST_FRAME_CANDIDATES),
         )
-        from ..fsutil import atomic_write_text
 
         sidecar = out / f"{stem}.json"
         atomic_write_text(sidecar, json.dumps({**demo.to_json(), "record": result.record}, indent=2, default=str))

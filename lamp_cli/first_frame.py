@@ -1,10 +1,11 @@
 """First frames: text-to-image (the paper uses SDXL) and image-to-image edits of a frame.
 
 The configured model (`first_frame_model`, default SDXL base 1.0) is loaded from the local cache
-only. When it is not there, the first frame comes from the engine's own base model (a plain DDIM
+only. When it is not there, the first frame comes from the video's own base model (a plain DDIM
 text-to-image loop) and a warning says so: a worse first frame is never produced silently.
 `image_to_image` (SDEdit: noise an image's latent to a strength, denoise with the base) is what
-`lamp edit` uses to restyle a video's first frame.
+`lamp edit` uses to restyle a video's first frame. Everything here takes the base's components
+and a `Placement` (where they run), not an engine.
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import BaseModelMissing, InvalidInput
-from ..progress import Reporter, reporter_or_null
+from . import settings
+from .errors import BaseModelMissing, InvalidInput
+from .models.base import quiet_hf_progress, resolve_base_path
+from .progress import Reporter, reporter_or_null
+from .sampling import decode_latents, encode_first_frame, guided_noise
+from .video import resize_center_crop
 
 if TYPE_CHECKING:
     import torch
 
-    from ..engine import Engine
+    from .devices import Placement
+    from .models.base import BaseComponents
 
 log = logging.getLogger("lamp")
 
@@ -61,8 +67,6 @@ def denoise_2d(
     """DDIM (eta 0) with classifier-free guidance on 1×4×h×w latents; `embeds` = [uncond, cond]."""
     import torch
 
-    from ..engine import guided_noise
-
     progress = reporter_or_null(progress)
     dtype = next(unet.parameters()).dtype
     for t in timesteps:
@@ -75,7 +79,8 @@ def denoise_2d(
 
 
 def base_text_to_image(
-    engine: Engine,
+    base: BaseComponents,
+    place: Placement,
     prompt: str,
     *,
     width: int,
@@ -86,30 +91,28 @@ def base_text_to_image(
     guidance: float = FIRST_FRAME_GUIDANCE,
     progress: Reporter | None = None,
 ) -> np.ndarray:
-    """A W×H×3 uint8 image from the engine's base model: plain DDIM text-to-image."""
+    """A W×H×3 uint8 image from the base model: plain DDIM text-to-image."""
     import torch
 
-    from ..engine import decode_latents
-
-    base = engine.base
     h, w = height // base.vae_scale_factor, width // base.vae_scale_factor
     generator = torch.Generator("cpu").manual_seed(int(seed))
     scheduler = base.ddim()
     scheduler.set_timesteps(steps)
-    latents = torch.randn((1, 4, h, w), generator=generator).to(engine.device) * scheduler.init_noise_sigma
-    with engine.on_device(base.text_encoder):
-        embeds = base.encode_prompt([negative, prompt]).to(engine.device)
+    latents = torch.randn((1, 4, h, w), generator=generator).to(place.device) * scheduler.init_noise_sigma
+    with place.on_device(base.text_encoder):
+        embeds = base.encode_prompt([negative, prompt]).to(place.device)
     progress = reporter_or_null(progress)
     progress.start("first frame", steps)
-    with engine.unet2d() as unet:
+    with place.unet2d(base.unet) as unet:
         latents = denoise_2d(unet, latents, scheduler, scheduler.timesteps, embeds, guidance, progress)
     progress.finish()
-    with engine.on_device(base.vae):
+    with place.on_device(base.vae):
         return decode_latents(base.vae, latents[:, :, None], base.latent_scale)[0]  # (1,4,1,h,w) -> frame 0
 
 
 def image_to_image(
-    engine: Engine,
+    base: BaseComponents,
+    place: Placement,
     image: np.ndarray,
     prompt: str,
     *,
@@ -128,18 +131,15 @@ def image_to_image(
     """
     import torch
 
-    from ..engine import decode_latents, encode_first_frame
-
     if not 0.0 <= strength <= 1.0:
         raise InvalidInput(f"strength must be in [0, 1] (got {strength})")
-    base = engine.base
     f = base.vae_scale_factor
     width = width or (image.shape[1] // f) * f
     height = height or (image.shape[0] // f) * f
     if width < f or height < f or width % f or height % f:
         raise InvalidInput(f"image edit size must be positive multiples of {f} (got {width}×{height})")
-    with engine.on_device(base.vae):
-        z = encode_first_frame(base.vae, image, width, height, base.latent_scale).to(engine.device)
+    with place.on_device(base.vae):
+        z = encode_first_frame(base.vae, image, width, height, base.latent_scale).to(place.device)
     scheduler = base.ddim()
     scheduler.set_timesteps(steps)
     # As diffusers' img2img: skip the first (1 - strength) of the schedule.
@@ -147,30 +147,28 @@ def image_to_image(
     timesteps = scheduler.timesteps[steps - n :]
     if n > 0:
         generator = torch.Generator("cpu").manual_seed(int(seed))
-        noise = torch.randn(tuple(z.shape), generator=generator).to(engine.device)
-        z = scheduler.add_noise(z, noise, timesteps[:1].to(engine.device))
-        with engine.on_device(base.text_encoder):
-            embeds = base.encode_prompt([negative, prompt]).to(engine.device)
+        noise = torch.randn(tuple(z.shape), generator=generator).to(place.device)
+        z = scheduler.add_noise(z, noise, timesteps[:1].to(place.device))
+        with place.on_device(base.text_encoder):
+            embeds = base.encode_prompt([negative, prompt]).to(place.device)
         progress = reporter_or_null(progress)
         progress.start("edit frame", n)
-        with engine.unet2d() as unet:
+        with place.unet2d(base.unet) as unet:
             z = denoise_2d(unet, z, scheduler, timesteps, embeds, guidance, progress)
         progress.finish()
-    with engine.on_device(base.vae):
+    with place.on_device(base.vae):
         return decode_latents(base.vae, z[:, :, None], base.latent_scale)[0]  # (1,4,1,h,w) -> frame 0
 
 
 class FirstFrameGenerator:
     """Text-to-image first frames with the configured model, or the base as a visible fallback."""
 
-    def __init__(self, engine: Engine, model: str | None = None):
-        from .. import settings
-
-        self.engine = engine
+    def __init__(self, base: BaseComponents, place: Placement, model: str | None = None):
+        self.base = base
+        self.place = place
         chosen = settings.resolve("first_frame_model", model)
         self.model = chosen.value
-        extra = engine.base.extra
-        styled = bool(extra.get("sha256")) or any(x.get("weight") for x in extra.get("loras") or [])
+        styled = bool(base.extra.get("sha256")) or any(x.get("weight") for x in base.extra.get("loras") or [])
         if chosen.source == "default" and styled:
             # A fine-tune or LoRA-styled base draws its own first frames, in its own style (SDXL
             # would not know it); setting first_frame_model explicitly overrides this.
@@ -179,13 +177,12 @@ class FirstFrameGenerator:
         self._fallback_reason: str | None = None
 
     def uses_base(self) -> bool:
-        return self.model in ("", "base", self.engine.base.spec)
+        return self.model in ("", "base", self.base.spec)
 
     def _pipeline(self) -> Any:
         """The configured pipeline, or None (with a warning, once) when it cannot be loaded locally."""
         if self._pipe is not None or self._fallback_reason is not None or self.uses_base():
             return self._pipe
-        from .base import quiet_hf_progress, resolve_base_path
 
         try:
             folder = resolve_base_path(self.model)
@@ -193,7 +190,7 @@ class FirstFrameGenerator:
 
             quiet_hf_progress()
             pipe = AutoPipelineForText2Image.from_pretrained(
-                folder, torch_dtype=self.engine.dtype, local_files_only=True
+                folder, torch_dtype=self.place.dtype, local_files_only=True
             )
         except BaseModelMissing:
             self._fallback_reason = f"first-frame model '{self.model}' is not in the local cache"
@@ -201,16 +198,16 @@ class FirstFrameGenerator:
             self._fallback_reason = f"cannot load first-frame model '{self.model}': {e}"
         else:
             pipe.set_progress_bar_config(disable=True)
-            if self.engine.offload:
-                pipe.enable_model_cpu_offload(device=self.engine.device)
+            if self.place.offload:
+                pipe.enable_model_cpu_offload(device=self.place.device)
             else:
-                pipe.to(self.engine.device)
+                pipe.to(self.place.device)
             self._pipe = pipe
             return pipe
         log.warning(
             "%s; making the first frame with the base model '%s' instead (lower quality). "
             "Download the model once with `hf download %s`, set first_frame_model, or pass --first-frame IMG.",
-            self._fallback_reason, self.engine.base.spec, self.model,
+            self._fallback_reason, self.base.spec, self.model,
         )
         return None
 
@@ -228,17 +225,15 @@ class FirstFrameGenerator:
         """A W×H×3 uint8 first frame and a record of how it was made."""
         import torch
 
-        from ..video import resize_center_crop
-
         image_seed = first_frame_seed(seed)
         info: dict[str, Any] = {"prompt": prompt, "seed": image_seed, "steps": steps, "guidance": FIRST_FRAME_GUIDANCE}
         pipe = self._pipeline()
         if pipe is None:
             image = base_text_to_image(
-                self.engine, prompt, width=width, height=height, steps=steps, seed=image_seed,
+                self.base, self.place, prompt, width=width, height=height, steps=steps, seed=image_seed,
                 negative=negative, progress=progress,
             )
-            info["model"] = self.engine.base.spec
+            info["model"] = self.base.spec
             info["fallback"] = not self.uses_base()
             return image, info
         progress = reporter_or_null(progress)

@@ -37,8 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from . import settings
-from .errors import InvalidInput, LampError, NameTaken
+from .. import settings
+from ..adapter import MotionAdapter, extract, make_metadata
+from ..engine import Engine, check_sample_args
+from ..errors import InvalidInput, LampError, NameTaken
+from ..evaluate import Scorer, score_clips, slug
+from ..first_frame import FirstFrameGenerator
+from ..generate import check_writable, save_video
+from ..models.base import architecture_of
+from ..registry import validate_name
 
 log = logging.getLogger("lamp")
 
@@ -120,7 +127,6 @@ def resolve_eval_plan(
     seed, sampling settings, CLIP) must match it: scores made differently cannot pick a best.
     Only `every` may change on resume.
     """
-    from .engine import check_sample_args
 
     if saved is not None:  # resuming an evaluated run: what is not given comes from its checkpoint
         eval_every = saved["every"] if eval_every is None else eval_every
@@ -191,7 +197,6 @@ def resolve_eval_plan(
 
 def check_best_name(name: str, registry: Any, *, publish: bool, force: bool) -> str:
     """NAME-best must be a valid name, and free unless --force (checked before training)."""
-    from .registry import validate_name
 
     try:
         best = validate_name(best_name(name))
@@ -207,7 +212,6 @@ def check_best_name(name: str, registry: Any, *, publish: bool, force: bool) -> 
 
 def check_out(out: str | Path) -> Path:
     """The --eval-out folder must be creatable and writable (checked before training)."""
-    from .generate import check_writable
 
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
@@ -239,7 +243,6 @@ def load_scorer(plan: EvalPlan, device: Any) -> Any:
     Loaded on the CPU: between evaluations its memory (1.7 GB for ViT-L/14) stays off the
     training device; `TrainingEvaluator` moves it there only to score.
     """
-    from .evaluate import Scorer
 
     with isolated_rng(device):
         return Scorer(plan.clip_model, device="cpu")
@@ -253,7 +256,6 @@ def make_engine(base: Any, *, own_base: bool, base_spec: str, device: Any) -> An
     models on the CPU between evaluations (offload), so training keeps the device's memory.
     A base passed in by the caller is shared, as `Engine(base)` always does.
     """
-    from .engine import Engine
 
     with isolated_rng(device):  # inflating the engine's UNet draws random initial weights
         if own_base:
@@ -297,8 +299,6 @@ class TrainingEvaluator:
         out: str | Path | None = None,
     ) -> TrainingEvaluator:
         """Build the engine and make the prompts' first frames (before the base is inflated)."""
-        from .adapter import make_metadata
-        from .models.base import architecture_of
 
         engine = make_engine(base, own_base=own_base, base_spec=base_spec, device=device)
         metadata = make_metadata(
@@ -318,12 +318,11 @@ class TrainingEvaluator:
     def make_first_frames(self) -> None:
         """Each prompt's text-to-image first frame, once: exactly the image `Engine.sample` would
         make itself for this prompt and seed (same generator call, same steps)."""
-        from .models.first_frame import FirstFrameGenerator
 
         t0 = time.perf_counter()
         # The generator `Engine.first_frames()` builds, held only here: once the frames are made,
         # the text-to-image model (SDXL by default) is freed instead of staying for the whole run.
-        make = FirstFrameGenerator(self.engine, model=self.engine.first_frame_model)
+        make = FirstFrameGenerator(self.engine.base, self.engine.place, model=self.engine.first_frame_model)
         with isolated_rng(self.engine.device):
             for prompt in self.plan.prompts:
                 image, info = make(
@@ -342,13 +341,11 @@ class TrainingEvaluator:
     # ---- one evaluation -------------------------------------------------------------------
     def candidate(self, video_unet: Any, step: int) -> Any:
         """The adapter of the training model now, exactly as it would be published (same dtype)."""
-        from .adapter import extract
 
         return extract(video_unet, None, dtype=self.adapter_dtype, metadata={**self.metadata, "lamp.eval_step": str(step)})
 
     def evaluate(self, step: int, video_unet: Any, loss: float | None = None) -> dict[str, Any]:
         """Sample one video per prompt with the current adapter, score them, keep the best."""
-        from .evaluate import score_clips
 
         t0 = time.perf_counter()
         adapter = self.candidate(video_unet, step)
@@ -409,8 +406,6 @@ class TrainingEvaluator:
 
     def _write_videos(self, step: int, clips: list[np.ndarray], records: list[dict[str, Any]], report: Any) -> Path:
         """`OUT/step-000500/00_<prompt>.mp4` with a sidecar: the record and the video's scores."""
-        from .evaluate import slug
-        from .generate import save_video
 
         folder = self.out / f"step-{step:06d}"
         for i, (frames, record, score) in enumerate(zip(clips, records, report.videos, strict=True)):
@@ -433,7 +428,6 @@ class TrainingEvaluator:
         """Continue the history of a resumed run; reload its best adapter from the run folder."""
         if not state:
             return
-        from .adapter import MotionAdapter
 
         self.history = list(state.get("history", []))
         scored = [p for p in self.history if "alignment" in p and not p.get("discarded")]

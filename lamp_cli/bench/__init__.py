@@ -1,0 +1,1 @@
+"""Benchmarks (`lamp bench ...`): measurements of speed and memory, not tests."""

@@ -1,0 +1,5 @@
+"""Parameter-name patterns of the modules LAMP adds to a 2-D UNet (no torch: the base's
+fingerprint, adapters and official imports all read them)."""
+
+# What the inflation adds: the temporal conv and its gate, temporal attention and its norm.
+ADDED_MODULES = ("conv1d", "conv_gate", "attn_temp", "norm_temp")
