@@ -168,7 +168,8 @@ class FirstFrameGenerator:
         self.place = place
         chosen = settings.resolve("first_frame_model", model)
         self.model = chosen.value
-        styled = bool(base.extra.get("sha256")) or any(x.get("weight") for x in base.extra.get("loras") or [])
+        extra = getattr(base, "extra", None) or {}
+        styled = bool(extra.get("sha256")) or any(x.get("weight") for x in extra.get("loras") or [])
         if chosen.source == "default" and styled:
             # A fine-tune or LoRA-styled base draws its own first frames, in its own style (SDXL
             # would not know it); setting first_frame_model explicitly overrides this.
