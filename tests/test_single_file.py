@@ -193,5 +193,7 @@ def test_doctor_reports_a_single_file_base_and_its_conversion(tiny_base_dir, tmp
     ckpt = single_file.save_single_file(tiny_base_dir, tmp_path / "m.safetensors")
     before = model_status("base", str(ckpt))
     assert before["available"] and "on first use" in before["detail"]
-    folder, _ = single_file.converted_folder(ckpt)
+    from lamp_cli.models.base import resolve_base_path
+
+    folder = resolve_base_path(str(ckpt))  # converts
     assert model_status("base", str(ckpt))["detail"].endswith(str(folder))

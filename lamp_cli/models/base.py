@@ -128,7 +128,7 @@ def resolve_base_path(spec: str) -> Path:
         return folder
     p = Path(spec).expanduser()
     if is_single_file(spec) or p.is_file():
-        return converted_folder(p)[0]
+        return converted_folder(p, _builtin_or_none)[0]
     if p.exists():
         if not (p / "unet").is_dir():
             raise InvalidInput(
@@ -145,6 +145,14 @@ def resolve_base_path(spec: str) -> Path:
     except Exception as e:  # LocalEntryNotFoundError and friends
         raise BaseModelMissing(spec, "not in the local Hugging Face cache") from e
     return Path(local)
+
+
+def _builtin_or_none(name: str) -> Path | None:
+    """A built-in base's folder for single-file conversion, or None (e.g. toy not installed)."""
+    try:
+        return resolve_base_path(name)
+    except BaseModelMissing:
+        return None
 
 
 def _subfolder_files(folder: Path) -> dict[str, Path]:
@@ -167,7 +175,7 @@ def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None, 
     lora_specs = parse_loras(loras)
     extra: dict[str, Any] = {}
     if spec not in BUILTIN_BASES and (is_single_file(spec) or Path(spec).expanduser().is_file()):
-        folder, extra["sha256"] = converted_folder(spec)
+        folder, extra["sha256"] = converted_folder(spec, _builtin_or_none)
         spec = str(Path(spec).expanduser().resolve())  # sidecars and manifests name the file itself
     else:
         folder = resolve_base_path(spec)

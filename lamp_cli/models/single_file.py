@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,23 +186,11 @@ def classify(shapes: dict[str, tuple[int, ...]], what: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Configs: which known architecture a checkpoint is
 # --------------------------------------------------------------------------------------------
-def _families() -> list[tuple[str, Path | None]]:
-    """(name, config folder) of every architecture lamp can convert; SD-1.x first.
-
-    The built-in bases are resolved lazily (None): `tiny` is built on first use.
-    """
-    return [("sd1", SD1_CONFIGS), ("tiny", None), ("toy", None)]
-
-
-def _family_folder(name: str, folder: Path | None) -> Path | None:
-    if folder is not None:
-        return folder
-    from .base import resolve_base_path
-
-    try:
-        return resolve_base_path(name)
-    except Exception:  # the toy base may not be installed
-        return None
+# The architectures lamp can convert, SD-1.x first: (name, config folder). The built-in bases'
+# folders (None here) come from the caller's `builtin(name)` only when needed: `tiny` is built on
+# first use, and this module does not import `models.base`, which imports it.
+FAMILIES: tuple[tuple[str, Path | None], ...] = (("sd1", SD1_CONFIGS), ("tiny", None), ("toy", None))
+Builtin = Callable[[str], "Path | None"]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -264,12 +253,14 @@ def _mismatch(converted: dict[str, dict[str, Any]], expected: dict[str, dict[str
     return ""
 
 
-def match_family(sd: dict[str, Any], what: str) -> tuple[str, Path, dict[str, dict[str, Any]]]:
+def match_family(sd: dict[str, Any], what: str, builtin: Builtin | None = None) -> tuple[str, Path, dict[str, dict[str, Any]]]:
     """(family, its config folder, converted state dicts) of the first architecture that fits
-    exactly; InvalidInput naming the SD-1.x mismatch when none does."""
+    exactly; InvalidInput naming the SD-1.x mismatch when none does. `builtin(name)`: the folder
+    of built-in base `name` (tiny, toy), or None."""
     problems = []
-    for name, folder in _families():
-        folder = _family_folder(name, folder)
+    for name, folder in FAMILIES:
+        if folder is None and builtin is not None:
+            folder = builtin(name)
         if folder is None:
             continue
         conv_in = sd.get(f"{UNET_PREFIX}input_blocks.0.0.weight")
@@ -391,9 +382,10 @@ def _current(folder: Path) -> bool:
         return False
 
 
-def converted_folder(path: str | Path) -> tuple[Path, str]:
+def converted_folder(path: str | Path, builtin: Builtin | None = None) -> tuple[Path, str]:
     """(the cached diffusers folder, the file's sha256) for a single-file checkpoint, converting
-    it on first use. The folder appears atomically (built under a temp name, then renamed)."""
+    it on first use. The folder appears atomically (built under a temp name, then renamed).
+    `builtin`: as for `match_family` (`models.base` passes its resolver)."""
     global CONVERSIONS
     path = Path(path).expanduser()
     what = str(path)
@@ -410,7 +402,7 @@ def converted_folder(path: str | Path) -> tuple[Path, str]:
     sd = read_state_dict(path)
     if shapes is None:
         classify({k: tuple(v.shape) for k, v in sd.items()}, what)
-    family, configs, converted = match_family(sd, what)
+    family, configs, converted = match_family(sd, what, builtin)
     del sd
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{sha[:16]}.", dir=dest.parent))
