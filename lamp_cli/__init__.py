@@ -2,7 +2,7 @@
 
 The library is first-class; the `lamp` command only parses, calls and renders:
 
-    from lamp_cli import Registry, Engine, train_motion
+    from lamp_cli import Registry, Engine, SampleRequest, load_motion, train_motion
 
 Heavy modules (torch, diffusers) are imported on first use, so `import lamp_cli` stays cheap.
 """
@@ -18,6 +18,8 @@ _LAZY = {
     "Registry": "lamp_cli.registry",
     "MotionAdapter": "lamp_cli.adapter",
     "Engine": "lamp_cli.engine",
+    "SampleRequest": "lamp_cli.requests",
+    "load_motion": "lamp_cli.resolve",
     "train_motion": "lamp_cli.train",
     "edit_video": "lamp_cli.edit",
     "VideoUNet": "lamp_cli.models.video_unet",

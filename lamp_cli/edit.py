@@ -35,13 +35,14 @@ import numpy as np
 
 from . import settings
 from . import train as training
-from .engine import Engine, check_sample_args, encode_first_frame, new_seed
+from .engine import Engine, encode_first_frame, new_seed
 from .errors import Interrupted, InvalidInput, LampError, NotFound, RegistryError
 from .first_frame import FIRST_FRAME_GUIDANCE, image_to_image
 from .fsutil import atomic_write_bytes, atomic_write_text
 from .inversion import ddim_invert
 from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
+from .requests import SampleRequest
 from .settings import lamp_home
 from .train import caption_file, checkpoint_path, prompt_from_path
 from .video import VIDEO_EXTENSIONS, load_image, probe_video, read_video, resize_center_crop, sample_window
@@ -616,7 +617,7 @@ def _find_or_train(
 
 def _check_edit_inputs(
     video: Path, prompt: str, window: EditWindow, notes: list[str], *, name: str | None, inversion_steps: int,
-    guidance: float, seed: int | None, train_steps: int, inversion_refine: int, inversion_tol: float,
+    train_steps: int, inversion_refine: int, inversion_tol: float,
     edit_strength: float, first_frame: Any, controlnet: str | None,
 ) -> tuple[np.ndarray | None, Path | None]:
     """Step 1 of `edit_video`: every input checked before any model loads. Returns the user's
@@ -627,10 +628,6 @@ def _check_edit_inputs(
         validate_name(name)
     if inversion_steps < 1:
         raise InvalidInput(f"--ddim-steps must be at least 1 (got {inversion_steps})")
-    check_sample_args(
-        frames=window.frames, width=window.width, height=window.height, steps=inversion_steps, guidance=guidance,
-        shared_noise=0.0, seed=seed,
-    )
     if train_steps < 1:
         raise InvalidInput(f"--steps (training steps) must be at least 1 (got {train_steps})")
     if inversion_refine < 0:
@@ -734,11 +731,15 @@ def edit_video(
 
     # 1. Check every input before any model loads.
     user_frame, controlnet_path = _check_edit_inputs(
-        video, prompt, window, notes, name=name, inversion_steps=inversion_steps, guidance=guidance, seed=seed,
-        train_steps=train_steps, inversion_refine=inversion_refine, inversion_tol=inversion_tol,
+        video, prompt, window, notes, name=name, inversion_steps=inversion_steps, train_steps=train_steps, inversion_refine=inversion_refine, inversion_tol=inversion_tol,
         edit_strength=edit_strength, first_frame=first_frame, controlnet=controlnet,
     )
+    # The sampling values, checked once: no shared noise (sampling starts from inverted latents).
     seed = new_seed() if seed is None else int(seed)
+    request = SampleRequest(
+        prompt=prompt, frames=window.frames, width=width, height=height, steps=inversion_steps, guidance=guidance,
+        negative=negative, seed=seed, shared_noise=0.0, adain=adain, histogram_match=histogram_match,
+    )
     source_prompt = (source_prompt or "").strip() or default_source_prompt(video)
     registry = registry or Registry()
 
@@ -806,11 +807,7 @@ def edit_video(
     first_s = time.perf_counter() - t0
 
     # 7. Sample from the inverted latents: no shared noise, the new first frame held clean.
-    result = engine.sample(
-        [(adapter, 1.0)], prompt, new_first, frames=window.frames, width=width, height=height,
-        steps=inversion_steps, guidance=guidance, negative=negative, seed=seed, shared_noise=0.0,
-        adain=adain, histogram_match=histogram_match, init_latents=inverted, progress=progress,
-    )
+    result = engine.run(request, [(adapter, 1.0)], new_first, init_latents=inverted, progress=progress)
     timings = {
         "load_s": round(load_s, 3), "train_s": round(train_s, 3), "invert_s": round(invert_s, 3),
         "first_frame_s": round(first_s, 3), "sample_s": round(result.record["timings"]["total_s"], 3),

@@ -159,6 +159,50 @@ def strict_json(doc: Any) -> str:
 
 
 @dataclass(frozen=True)
+class TrainRequest:
+    """A training run's resolved options (`lamp_cli.train.loop._check_run` builds it: command line >
+    checkpoint > recipe > `LAMP_<KEY>` > config.toml > default; `sources` says which)."""
+
+    name: str
+    clips: str
+    base_spec: str
+    steps: int
+    frames: int
+    stride: int
+    width: int
+    height: int
+    lr: float
+    seed: int
+    min_timestep: int
+    flip: bool
+    adapter_dtype: str
+    checkpoint_every: int
+    device: str
+    mixed_precision: str
+    prompts: tuple[str, ...]
+    clip_files: tuple[str, ...]
+    recipe: str | None = None
+    publish: bool = True
+    force: bool = False
+    window_start: int | None = None
+    seed_note: str | None = None
+    gradient_checkpointing: bool | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        s = self.sources
+        for key in ("steps", "frames", "stride", "width", "height"):
+            check_positive(key, getattr(self, key), s)
+        check_positive("lr", self.lr, s, float)
+        check_size("width", self.width, s)
+        check_size("height", self.height, s)
+        if not 0 <= self.min_timestep < 1000:
+            raise InvalidInput(f"--min-timestep must be in [0, 1000), got {self.min_timestep}")
+        if self.checkpoint_every < 0:
+            raise InvalidInput(f"--checkpoint-every must be 0 (only on Ctrl-C) or positive, got {self.checkpoint_every}")
+
+
+@dataclass(frozen=True)
 class GenRequest:
     """A `lamp gen` / `lamp animate` run: one SampleRequest per prompt, the models to load and where
     the videos go. Built by `lamp_cli.resolve.gen_request`."""

@@ -266,3 +266,17 @@ def sidecar_run(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
         "many": False,
         "sidecar": fixed,
     }
+
+
+def motion_sample_request(manifest: Manifest, cli: dict[str, Any], *, seed: int | None = None) -> SampleRequest:
+    """The sampling values of `lamp eval MOTION`: the command line, else the motion's trained
+    length and size, else the settings (one lookup per key, config.toml read once)."""
+    motion = f"motion '{manifest.name}'"
+    layers = _Layers(cli=dict(cli), middle={
+        "frames": (manifest.frames or None, motion),
+        "width": (manifest.width or None, motion),
+        "height": (manifest.height or None, motion),
+    })
+    values = {k: layers.get(k) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise")}
+    return SampleRequest(prompt="", motions=((manifest.name, 1.0),), seed=seed, sources=dict(layers.sources),
+                         **{k: (float(v) if k in ("guidance", "shared_noise") else int(v)) for k, v in values.items()})

@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lamp_cli.testing import SD_SCHEDULER_CONFIG, save_components, tiny_text_encoder, tiny_tokenizer  # noqa: E402
+from lamp_cli.models.tiny import SD_SCHEDULER_CONFIG, save_components, tiny_text_encoder, tiny_tokenizer  # noqa: E402
 from lamp_cli.toy import world  # noqa: E402
 from lamp_cli.toy.base_config import TOY_UNET_CONFIG, TOY_VAE_CONFIG  # noqa: E402
 

@@ -51,16 +51,20 @@ def on_cpu(lamp_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sample_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """Every Engine.sample call: its motions, prompt, first frame, keywords and frames."""
+    """Every video the engine samples (`Engine.run`, which `Engine.sample` and `lamp gen` call):
+    its motions, prompt, first frame, sampling values and frames."""
     calls: list[dict] = []
-    real = Engine.sample
+    real = Engine.run
+    keys = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "adain",
+            "histogram_match")
 
-    def spy(self, motions, prompt, first_frame=None, **kw):
-        result = real(self, motions, prompt, first_frame, **kw)
-        calls.append({"motions": motions, "prompt": prompt, "first_frame": first_frame, "kw": kw, "frames": result.frames})
+    def spy(self, request, motions, first_frame=None, **kw):
+        result = real(self, request, motions, first_frame, **kw)
+        calls.append({"motions": motions, "prompt": request.prompt, "first_frame": first_frame,
+                      "kw": {k: getattr(request, k) for k in keys}, "frames": result.frames})
         return result
 
-    monkeypatch.setattr(Engine, "sample", spy)
+    monkeypatch.setattr(Engine, "run", spy)
     return calls
 
 

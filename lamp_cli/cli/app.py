@@ -15,6 +15,7 @@ import typer
 from .. import __version__
 from ..errors import LampError
 from .options import refresh_help
+from .render import err_console
 
 # One module per command group; each defines register(app: typer.Typer) -> None.
 COMMAND_MODULES = [
@@ -61,7 +62,6 @@ for _mod in COMMAND_MODULES:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    from .render import err_console
 
     err_console.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
     if hint:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .bench_cmd import bench_app
-from .render import emit_json, out_console, setup_logging
+from .render import RichReporter, emit_json, out_console, setup_logging
 
 
 @bench_app.command("gen")
@@ -32,7 +32,6 @@ def cmd_bench_gen(
       lamp bench gen --full-sd --dtype bf16 --json
     """
     from ..bench.gen import benchmark_sampling
-    from .render import RichReporter
 
     setup_logging()
     r = benchmark_sampling(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ..fsutil import atomic_write_text
 from .bench_cmd import bench_app
-from .render import emit_json, out_console, setup_logging
+from .render import RichReporter, emit_json, out_console, setup_logging
 
 
 @bench_app.command("toy")
@@ -29,9 +30,7 @@ def cmd_bench_toy(
 
       lamp bench toy --motion slide_right --motion rise --motion grow --out toy_ablation.md
     """
-    from ..fsutil import atomic_write_text
     from ..toy.ablation import markdown_table, run_ablation
-    from .render import RichReporter
 
     setup_logging()
     rows, record = run_ablation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .bench_cmd import bench_app
-from .render import emit_json, out_console, setup_logging
+from .render import RichReporter, emit_json, out_console, setup_logging
 
 
 @bench_app.command("train")
@@ -33,7 +33,6 @@ def cmd_bench_train(
       lamp bench train --full-sd --mixed-precision bf16 --json
     """
     from ..bench.train import benchmark_training
-    from .render import RichReporter
 
     setup_logging()
     r = benchmark_training(

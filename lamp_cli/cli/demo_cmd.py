@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .render import emit_json, out_console, setup_logging
+from .render import RichReporter, emit_json, info, out_console, setup_logging
 
 # The toy world's motions (lamp_cli.toy.world.MOTIONS), spelled out so `--help` needs no import.
 ToyMotion = Enum(
@@ -43,7 +43,6 @@ def cmd_demo(
       lamp demo --motion spin --steps 500 --out ./spin-demo --json
     """
     from ..toy.demo import run_demo
-    from .render import RichReporter, info
 
     setup_logging()
     info(f"demo: learning '{motion.value}' from 8 toy clips on the toy base (CPU, ~{steps} steps)")

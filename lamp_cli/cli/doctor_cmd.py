@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from .. import __version__, settings
 from ..errors import LampError
 from .render import emit_json, out_console, setup_logging
 
@@ -72,7 +73,6 @@ def _device_report(setting: Any) -> dict[str, Any]:
     dev["setting"] = setting
     if dev["error"] is None:
         from ..devices import resolve_device
-        from ..errors import LampError
 
         try:
             dev["selected"] = str(resolve_device(setting))
@@ -94,7 +94,6 @@ def model_status(role: str, spec: str, *, cache_dir: str | Path | None = None) -
 
 def collect() -> dict[str, Any]:
     """Everything `lamp doctor` reports, as one JSON-able dict with stable keys."""
-    from .. import __version__, settings
     from ..registry import Registry
 
     cfg_path = settings.config_path()

@@ -10,8 +10,11 @@ from typing import Any
 
 import typer
 
+from .. import settings
 from ..errors import InvalidInput, UsageError
+from ..lora import resolve_loras
 from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, LORA_OPTION, setting_option
+from .render import RichReporter, emit_json, info, setup_logging
 
 EDIT_EPILOG = """Examples:
 
@@ -66,9 +69,6 @@ def edit(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document describing the result on stdout."),
 ) -> None:
     """Edit a video: tune a motion on it, invert it, give it a new first frame, resample (LAMP §5.2)."""
-    from .. import settings
-    from ..lora import resolve_loras
-    from .render import emit_json, info, setup_logging
 
     setup_logging()
     width = int(settings.get("width", width))
@@ -100,7 +100,6 @@ def edit(
     path = plan_output(prompt, output, fmt_name, overwrite=overwrite)
 
     from ..edit import edit_video
-    from .render import RichReporter
 
     result = edit_video(
         video,

@@ -13,9 +13,13 @@ from typing import Any
 
 import typer
 
+from .. import settings
 from ..errors import UsageError
+from ..fsutil import atomic_write_text
+from ..lora import resolve_loras
+from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, LORA_OPTION, setting_option
-from .render import emit_json, info, out_console, setup_logging
+from .render import RichReporter, emit_json, info, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
 FORMATS = ("mp4", "gif", "webm", "frames")
@@ -49,7 +53,6 @@ def _render_report(report: dict[str, Any], title: str) -> None:
 
 def _prompts_for(recipe: str | None, prompts_file: Path | None, motion: str | None) -> tuple[list[str], str]:
     """The evaluation prompts and where they came from (prompts file > recipe > recipe named MOTION)."""
-    from ..prompts import read_prompts_file
     from ..recipes import load_recipe, recipe_names
 
     if recipe and prompts_file:
@@ -132,7 +135,6 @@ def cmd_eval(
 
       lamp eval --videos ./out --recipe rain
     """
-    from .. import settings
     from ..evaluate import evaluate_videos, find_videos, pair_videos_with_prompts
 
     setup_logging(quiet=json_out)
@@ -146,7 +148,6 @@ def cmd_eval(
         raise UsageError(f"unknown --format '{format}'", hint=f"choose one of {', '.join(FORMATS)}")
     clip_spec = str(settings.get("clip_model", clip_model))
     dev = str(settings.get("device", device))
-    from .render import RichReporter
 
     progress = RichReporter(enabled=not json_out)
 
@@ -168,31 +169,24 @@ def cmd_eval(
 
     # Generate, then score.
     # 1. Check the inputs before any model loads: the motion, the prompts, the output folder.
-    from ..engine import Engine, check_sample_args
+    from ..engine import Engine
     from ..evaluate import Scorer, generate_videos
-    from ..fsutil import atomic_write_text
     from ..registry import Registry
-    from ..resolve import find_manifest, load_motion
+    from ..resolve import find_manifest, load_motion, motion_sample_request
 
     manifest = find_manifest(motion, Registry())  # cheap: the blob is hash-checked when it loads
     prompts, source = _prompts_for(recipe, prompts_file, motion)
     out_dir = out or _default_out(motion)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} exists and is not a folder")
-    sample_kwargs = {
-        "frames": int(frames or manifest.frames or settings.get("frames")),
-        "width": int(width or manifest.width or settings.get("width")),
-        "height": int(height or manifest.height or settings.get("height")),
-        "steps": int(settings.get("steps", steps)),
-        "guidance": float(settings.get("guidance", guidance)),
-        "shared_noise": float(settings.get("shared_noise")),
-    }
     seed_list = [seed + k for k in range(seeds)]
-    check_sample_args(**sample_kwargs, seed=seed_list[-1])
+    request = motion_sample_request(
+        manifest, {"frames": frames, "width": width, "height": height, "steps": steps, "guidance": guidance},
+        seed=seed_list[-1],
+    )
+    sample_kwargs = {k: getattr(request, k) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise")}
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps must be positive (got {fps})")
-    from ..lora import resolve_loras
-
     loras = resolve_loras(lora)  # a missing LoRA file fails now
     # 2. CLIP first: a missing CLIP model should fail before minutes of generation.
     scorer = Scorer(clip_spec, device=dev)

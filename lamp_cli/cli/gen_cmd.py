@@ -19,6 +19,7 @@ import typer
 from ..errors import UsageError
 from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, LORA_OPTION, setting_option
+from .render import RichReporter, emit_json, info, setup_logging
 
 GEN_EPILOG = """Examples:
 
@@ -187,7 +188,6 @@ def _run(
     from ..registry import Registry
     from ..resolve import gen_request, load_motions
     from ..video import load_image
-    from .render import RichReporter, emit_json, info, setup_logging
 
     setup_logging()
     # 1. Everything that can be checked without a model: motions, image, numbers, base, outputs.

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from ..errors import InvalidInput, RegistryError, UsageError
+from ..errors import InvalidInput, MotionNotFound, NameTaken, RegistryError, UsageError
 from .render import emit_json, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -221,8 +221,6 @@ def cmd_rm(
     names = list(dict.fromkeys(names))
     for n in names:  # all or nothing: check every name before deleting any
         if not reg.exists(n):
-            from ..errors import MotionNotFound
-
             raise MotionNotFound(n)
     if not yes:
         if not sys.stdin.isatty():
@@ -331,8 +329,6 @@ def cmd_import(
 
         validate_name(name)
         if not force and reg.exists(name):
-            from ..errors import NameTaken
-
             raise NameTaken(name)
         from ..official import import_official
 

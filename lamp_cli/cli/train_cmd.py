@@ -10,8 +10,11 @@ from enum import Enum
 
 import typer
 
+from ..errors import UsageError
+from ..lora import parse_loras
+from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
-from .render import emit_json, out_console, setup_logging
+from .render import RichReporter, emit_json, out_console, setup_logging
 
 
 class MixedPrecision(str, Enum):
@@ -102,15 +105,10 @@ def cmd_train(
 
       accelerate launch -m lamp_cli train ./horse_run --name horse-run
     """
-    from ..lora import parse_loras
     from ..train import train_motion
-    from .render import RichReporter
 
     setup_logging()
     if eval_prompts_file is not None:
-        from ..errors import UsageError
-        from ..prompts import read_prompts_file
-
         if eval_prompts:
             raise UsageError("give --eval-prompts or --eval-prompts-file, not both")
         eval_prompts = read_prompts_file(eval_prompts_file)

@@ -146,6 +146,13 @@ def resolve_base_path(spec: str) -> Path:
     return Path(local)
 
 
+def canonical_spec(spec: str) -> str:
+    """A base spec as recorded: a checkpoint file by its absolute path, anything else as given."""
+    if spec not in BUILTIN_BASES and (is_single_file(spec) or Path(spec).expanduser().is_file()):
+        return str(Path(spec).expanduser().resolve())
+    return spec
+
+
 def _builtin_or_none(name: str) -> Path | None:
     """A built-in base's folder for single-file conversion, or None (e.g. toy not installed)."""
     try:
@@ -175,7 +182,7 @@ def load_base(spec: str = "tiny", device: str | Any = "cpu", dtype: Any = None, 
     extra: dict[str, Any] = {}
     if spec not in BUILTIN_BASES and (is_single_file(spec) or Path(spec).expanduser().is_file()):
         folder, extra["sha256"] = converted_folder(spec, _builtin_or_none)
-        spec = str(Path(spec).expanduser().resolve())  # sidecars and manifests name the file itself
+        spec = canonical_spec(spec)  # sidecars and manifests name the file itself
     else:
         folder = resolve_base_path(spec)
     subs = _subfolder_files(folder)

@@ -39,13 +39,14 @@ import numpy as np
 
 from .. import settings
 from ..adapter import MotionAdapter, extract, make_metadata
-from ..engine import Engine, check_sample_args
+from ..engine import Engine
 from ..errors import InvalidInput, LampError, NameTaken
 from ..evaluate import Scorer, score_clips, slug
 from ..first_frame import FirstFrameGenerator
 from ..generate import check_writable, save_video
 from ..models.base import architecture_of
 from ..registry import validate_name
+from ..requests import SampleRequest
 
 log = logging.getLogger("lamp")
 
@@ -80,20 +81,13 @@ class EvalPlan:
     def due(self, step: int, total: int) -> bool:
         return step % self.every == 0 or step == total
 
-    def sample_kwargs(self) -> dict[str, Any]:
-        """`Engine.sample` keywords: what `lamp gen` passes when no option changes them."""
-        return {
-            "frames": self.frames,
-            "width": self.width,
-            "height": self.height,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "negative": "",
-            "seed": self.seed,
-            "shared_noise": self.shared_noise,
-            "adain": True,
-            "histogram_match": True,
-        }
+    def sample_request(self, prompt: str) -> SampleRequest:
+        """One eval video's request: what `lamp gen` makes when no option changes it (checked)."""
+        sources = {"steps": "--eval-steps" if self.steps_source == "--eval-steps" else "setting 'steps'"}
+        return SampleRequest(
+            prompt=prompt, frames=self.frames, width=self.width, height=self.height, steps=self.steps,
+            guidance=self.guidance, seed=self.seed, shared_noise=self.shared_noise, sources=sources,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,9 +160,6 @@ def resolve_eval_plan(
     guidance = float(settings.get("guidance"))
     shared_noise = float(settings.get("shared_noise"))
     seed = DEFAULT_EVAL_SEED if eval_seed is None else int(eval_seed)
-    check_sample_args(
-        frames=frames, width=width, height=height, steps=steps, guidance=guidance, shared_noise=shared_noise, seed=seed
-    )
     plan = EvalPlan(
         every=every,
         prompts=prompts,
@@ -182,6 +173,7 @@ def resolve_eval_plan(
         height=height,
         clip_model=str(settings.get("clip_model", clip_model)),
     )
+    plan.sample_request("")  # the values are checked here, once, before training
     if saved is not None:
         fixed = ("prompts", "seed", "steps", "guidance", "shared_noise", "frames", "width", "height", "clip_model")
         differ = [k for k in fixed if saved.get(k) != getattr(plan, k)]
@@ -352,7 +344,7 @@ class TrainingEvaluator:
         clips, records = [], []
         with isolated_rng(self.engine.device):
             for prompt, image in zip(self.plan.prompts, self.first_frames, strict=True):
-                result = self.engine.sample([(adapter, 1.0)], prompt, image, **self.plan.sample_kwargs())
+                result = self.engine.run(self.plan.sample_request(prompt), [(adapter, 1.0)], image)
                 clips.append(result.frames)
                 records.append(result.record)
             with self._clip_on_device():

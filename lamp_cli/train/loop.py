@@ -37,12 +37,12 @@ from .. import settings
 from ..adapter import MotionAdapter, check_adapter_dtype, extract, make_metadata
 from ..devices import resolve_device, resolve_dtype
 from ..errors import Interrupted, InvalidInput, NameTaken, NotFound
-from ..models.base import BaseComponents, architecture_of, load_base
+from ..models.base import BaseComponents, architecture_of, canonical_spec, load_base
 from ..models.locate import require_base
 from ..progress import Reporter, reporter_or_null
 from ..recipes import load_recipe
 from ..registry import Registry, validate_name
-from ..requests import check_positive, check_size
+from ..requests import TrainRequest, check_positive, check_size
 from . import eval as training_eval
 from .data import (
     FLIP_PROBABILITY,
@@ -290,38 +290,16 @@ def _best_adapter(evaluator: Any, train_record: dict[str, Any], md: dict[str, st
 
 @dataclass
 class _Run:
-    """Everything one run resolved before any model loads (step 1 of `train_motion`)."""
+    """A checked `TrainRequest` and what checking it found: the registry, the clips, the
+    checkpoint (resume), the evaluation plan."""
 
-    name: str
-    clips: str | Path
+    request: TrainRequest
     registry: Any
-    base_spec: str
-    steps: int
-    frames: int
-    stride: int
-    width: int
-    height: int
-    lr: float
-    seed: int
-    min_timestep: int
-    flip: bool
-    adapter_dtype: str
-    checkpoint_every: int
-    device: str
-    mixed_precision: str
-    eval_plan: Any
-    eval_out: Path | None
     infos: list[ClipInfo]
-    prompts: list[str]
-    clip_files: list[str]
     ckpt: Path
     meta: dict[str, Any] | None
-    recipe: str | None
-    publish: bool
-    force: bool
-    window_start: int | None
-    seed_note: str | None
-    gradient_checkpointing: bool | None
+    eval_plan: Any
+    eval_out: Path | None
     loras: Any = None  # image LoRAs fused into the base: the motion is learned on the styled base
 
 
@@ -417,15 +395,16 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
     mp = resolve_mixed_precision(given_mp if given_mp is not None else saved.get("mixed_precision"), dev)
     if meta is not None:
         check_resume(saved, mixed_precision=mp if given_mp is not None else None)
-    return _Run(
-        name=name, clips=clips, registry=registry, base_spec=base_spec, steps=steps, frames=frames, stride=stride,
+    request = TrainRequest(
+        name=name, clips=str(clips), base_spec=canonical_spec(str(base_spec)), steps=steps, frames=frames, stride=stride,
         width=width, height=height, lr=lr, seed=seed, min_timestep=min_timestep, flip=flip,
         adapter_dtype=adapter_dtype, checkpoint_every=checkpoint_every, device=dev, mixed_precision=mp,
-        eval_plan=eval_plan, eval_out=eval_out, infos=infos, prompts=prompts,
-        clip_files=[str(i.path.name) for i in infos], ckpt=ckpt, meta=meta, recipe=kw["recipe"],
+        prompts=tuple(prompts), clip_files=tuple(str(i.path.name) for i in infos), recipe=kw["recipe"],
         publish=publish, force=force, window_start=kw["window_start"], seed_note=kw["seed_note"],
-        gradient_checkpointing=kw["gradient_checkpointing"], loras=kw["loras"],
+        gradient_checkpointing=kw["gradient_checkpointing"], sources=dict(sources),
     )
+    return _Run(request=request, registry=registry, infos=infos, ckpt=ckpt, meta=meta, eval_plan=eval_plan,
+                eval_out=eval_out, loras=kw["loras"])
 
 
 def _check_eval(name: str, registry: Any, kw: dict[str, Any], rec: Any, meta: dict[str, Any] | None, *,
@@ -495,21 +474,20 @@ def _load_models(run: _Run, base: Any, progress: Reporter | None) -> _Models:
     import torch
 
 
-    accelerator = make_accelerator(run.mixed_precision, run.device)
+    accelerator = make_accelerator(run.request.mixed_precision, run.request.device)
     is_main = accelerator.is_main_process
     progress = reporter_or_null(progress if is_main else None)
     if is_main:
-        log.info("%s", (run.seed_note or "seed {seed} (--seed {seed} repeats this run)").format(seed=run.seed))
+        log.info("%s", (run.request.seed_note or "seed {seed} (--seed {seed} repeats this run)").format(seed=run.request.seed))
     scorer = None
     if run.eval_plan is not None and is_main:  # a missing CLIP model fails here, before any training
         scorer = training_eval.load_scorer(run.eval_plan, accelerator.device)
-    random.seed(run.seed)
-    np.random.seed(run.seed % 2**32)
-    torch.manual_seed(run.seed)
+    random.seed(run.request.seed)
+    np.random.seed(run.request.seed % 2**32)
+    torch.manual_seed(run.request.seed)
     own_base = not isinstance(base, BaseComponents)
     if own_base:
-        base = load_base(run.base_spec, device="cpu", loras=run.loras)
-        run.base_spec = base.spec  # a single file is recorded by its absolute path
+        base = load_base(run.request.base_spec, device="cpu", loras=run.loras)  # LoRAs: a styled base
     elif run.loras:
         raise InvalidInput("loras apply when train_motion loads the base", hint="pass them to load_base instead")
     if run.meta is not None:
@@ -519,29 +497,29 @@ def _load_models(run: _Run, base: Any, progress: Reporter | None) -> _Models:
         base.vae.to(device_t)
         base.text_encoder.to(device_t)
     progress.start("encode clips", len(run.infos))
-    cache = encode_clips(base, run.infos, run.prompts, width=run.width, height=run.height,
-                         need=window_span(run.frames, run.stride), progress=progress)
+    cache = encode_clips(base, run.infos, run.request.prompts, width=run.request.width, height=run.request.height,
+                         need=window_span(run.request.frames, run.request.stride), progress=progress)
     progress.finish()
-    unique_prompts = list(dict.fromkeys(run.prompts))
+    unique_prompts = list(dict.fromkeys(run.request.prompts))
     text = base.encode_prompt(unique_prompts).float().to(device_t)  # P×77×D
     if own_base:
         base.vae.to("cpu")
         base.text_encoder.to("cpu")
+    r = run.request
     opts = _Options(
-        base=run.base_spec, base_fingerprint=base.fingerprint, clips=str(Path(run.clips).expanduser().resolve()),
-        clip_files=run.clip_files, prompts=run.prompts, recipe=run.recipe, steps=run.steps, frames=run.frames,
-        stride=run.stride, width=run.width, height=run.height, lr=run.lr, seed=run.seed,
-        mixed_precision=run.mixed_precision, gradient_checkpointing=run.gradient_checkpointing,
-        checkpoint_every=run.checkpoint_every, adapter_dtype=run.adapter_dtype, device=str(device_t),
-        min_timestep=run.min_timestep, flip=run.flip,
+        base=r.base_spec, base_fingerprint=base.fingerprint, clips=str(Path(r.clips).expanduser().resolve()),
+        clip_files=list(r.clip_files), prompts=list(r.prompts), recipe=r.recipe, steps=r.steps, frames=r.frames,
+        stride=r.stride, width=r.width, height=r.height, lr=r.lr, seed=r.seed, mixed_precision=r.mixed_precision,
+        gradient_checkpointing=r.gradient_checkpointing, checkpoint_every=r.checkpoint_every,
+        adapter_dtype=r.adapter_dtype, device=str(device_t), min_timestep=r.min_timestep, flip=r.flip,
     )
     evaluator = None
     if run.meta is None and is_main:
-        training_eval.discard_stale_best(run_dir(run.name))
+        training_eval.discard_stale_best(run_dir(run.request.name))
     if scorer is not None:  # built before the base UNet is inflated: its engine needs the 2-D UNet
         evaluator = training_eval.TrainingEvaluator.start(
-            run.eval_plan, scorer, base, own_base=own_base, base_spec=run.base_spec, device=device_t,
-            name=run.name, folder=run_dir(run.name), adapter_dtype=resolve_dtype(run.adapter_dtype), out=run.eval_out,
+            run.eval_plan, scorer, base, own_base=own_base, base_spec=run.request.base_spec, device=device_t,
+            name=run.request.name, folder=run_dir(run.request.name), adapter_dtype=resolve_dtype(run.request.adapter_dtype), out=run.eval_out,
         )
         evaluator.restore((run.meta or {}).get("eval"))
     m = _inflate(run, base, own_base, accelerator, cache, text, unique_prompts, opts, evaluator)
@@ -558,14 +536,14 @@ def _inflate(run: _Run, base: Any, own_base: bool, accelerator: Any, cache: Any,
     # A passed-in base is shared (e.g. by an Engine): inflate a copy, never the caller's UNet.
     unet2d = base.unet if own_base else copy.deepcopy(base.unet)
     video_unet = VideoUNet.from_unet2d(unet2d.to(device_t)).freeze_base()
-    gc = run.gradient_checkpointing
+    gc = run.request.gradient_checkpointing
     use_ckpt = device_t.type == "cuda" if gc is None else bool(gc)
     opts.gradient_checkpointing = use_ckpt
     video_unet.set_gradient_checkpointing(use_ckpt)
     video_unet.train()
     trainable = video_unet.trainable_parameters()
     names = [n for n, _ in trainable]
-    optimizer = make_optimizer([p for _, p in trainable], run.lr, device_t)
+    optimizer = make_optimizer([p for _, p in trainable], run.request.lr, device_t)
     losses: list[float] = []
     start_step, elapsed_before = 0, 0.0
     meta = run.meta
@@ -573,7 +551,7 @@ def _inflate(run: _Run, base: Any, own_base: bool, accelerator: Any, cache: Any,
         restore_checkpoint(run.ckpt, video_unet, optimizer, names, meta)
         start_step, losses, elapsed_before = int(meta["step"]), list(meta["losses"]), float(meta["seconds"])
         if accelerator.is_main_process:
-            log.info("resuming '%s' at step %d of %d", run.name, start_step, run.steps)
+            log.info("resuming '%s' at step %d of %d", run.request.name, start_step, run.request.steps)
     model, optimizer = accelerator.prepare(video_unet, optimizer)
     if meta is not None and meta.get("scaler") and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(meta["scaler"])
@@ -612,7 +590,7 @@ def _write_checkpoint(run: _Run, m: _Models, step_done: int, seconds: float) -> 
         np_state = np.random.get_state()
         meta_out = {
             "format": CHECKPOINT_FORMAT,
-            "name": run.name,
+            "name": run.request.name,
             "step": step_done,
             "seconds": seconds,
             "losses": m.losses,
@@ -635,9 +613,9 @@ def _train_step(run: _Run, m: _Models, step: int, rank: int, num_t: int) -> tupl
 
     device_t = m.accelerator.device
     batch = draw_batch(
-        step_generator(run.seed, rank, step), m.cache, frames=run.frames, stride=run.stride,
-        num_train_timesteps=num_t, window_start=run.window_start,
-        flip_probability=FLIP_PROBABILITY if run.flip else 0.0, min_timestep=run.min_timestep,
+        step_generator(run.request.seed, rank, step), m.cache, frames=run.request.frames, stride=run.request.stride,
+        num_train_timesteps=num_t, window_start=run.request.window_start,
+        flip_probability=FLIP_PROBABILITY if run.request.flip else 0.0, min_timestep=run.request.min_timestep,
     )
     timestep = torch.tensor([batch.timestep], device=device_t)
     loss = diffusion_loss(
@@ -650,19 +628,19 @@ def _train_step(run: _Run, m: _Models, step: int, rank: int, num_t: int) -> tupl
 
 
 def _loop(run: _Run, m: _Models, progress: Reporter, on_step: Callable[[StepInfo], None] | None) -> float:
-    """Step 3: train from the checkpoint's step (or 0) to `run.steps`; Ctrl-C checkpoints and
+    """Step 3: train from the checkpoint's step (or 0) to `run.request.steps`; Ctrl-C checkpoints and
     raises Interrupted with the resume command. Returns the loop's seconds (resumed ones included)."""
     accelerator = m.accelerator
     rank = accelerator.process_index
     num_t = int(m.scheduler.config.num_train_timesteps)
     ema = _LossEMA(m.losses)
     t_loop = time.perf_counter()
-    progress.start("train", run.steps - m.start_step)
+    progress.start("train", run.request.steps - m.start_step)
     step_done = m.start_step
     in_update = False
     try:
         with _StopRequest() as stop:
-            for step in range(m.start_step, run.steps):
+            for step in range(m.start_step, run.request.steps):
                 loss, batch = _train_step(run, m, step, rank, num_t)
                 in_update = True  # a raw interrupt from here on may leave parameters half-updated
                 m.optimizer.step()
@@ -675,19 +653,19 @@ def _loop(run: _Run, m: _Models, progress: Reporter, on_step: Callable[[StepInfo
                 step_done = step + 1
                 ema.add(value)
                 smoothed = ema.value(len(m.losses))
-                progress.advance(1, step=f"{step_done}/{run.steps}", loss=smoothed)
+                progress.advance(1, step=f"{step_done}/{run.request.steps}", loss=smoothed)
                 if on_step is not None:
                     on_step(StepInfo(step_done, value, smoothed, batch))
                 if stop.requested:
                     raise KeyboardInterrupt
-                if run.eval_plan is not None and run.eval_plan.due(step_done, run.steps):
+                if run.eval_plan is not None and run.eval_plan.due(step_done, run.request.steps):
                     accelerator.wait_for_everyone()
                     if m.evaluator is not None:
                         _evaluate_safely(m.evaluator, step_done, accelerator.unwrap_model(m.model), smoothed)
                     accelerator.wait_for_everyone()
                     if stop.requested:  # Ctrl-C while sampling: stop now, with the score kept
                         raise KeyboardInterrupt
-                if run.checkpoint_every and step_done % run.checkpoint_every == 0 and step_done < run.steps:
+                if run.request.checkpoint_every and step_done % run.request.checkpoint_every == 0 and step_done < run.request.steps:
                     _write_checkpoint(run, m, step_done, m.elapsed_before + time.perf_counter() - t_loop)
     except _AbortNow:
         progress.finish()
@@ -699,8 +677,8 @@ def _loop(run: _Run, m: _Models, progress: Reporter, on_step: Callable[[StepInfo
             raise
         _write_checkpoint(run, m, step_done, m.elapsed_before + time.perf_counter() - t_loop)
         raise Interrupted(
-            f"training of '{run.name}' interrupted after step {step_done} of {run.steps}; checkpoint saved to {run.ckpt}",
-            hint=f"resume with: {_resume_command(run.clips, run.name, run.base_spec)}",
+            f"training of '{run.request.name}' interrupted after step {step_done} of {run.request.steps}; checkpoint saved to {run.ckpt}",
+            hint=f"resume with: {_resume_command(run.request.clips, run.request.name, run.request.base_spec)}",
         ) from None
     progress.finish()
     return m.elapsed_before + time.perf_counter() - t_loop
@@ -710,7 +688,7 @@ def _train_record(run: _Run, m: _Models, seconds: float, final_loss: float) -> t
     """What `lamp.train` records about the run, and its data summary."""
     scheduler = m.scheduler
     data = {
-        "clips": [dict(i.summary(), prompt=p) for i, p in zip(run.infos, run.prompts, strict=True)],
+        "clips": [dict(i.summary(), prompt=p) for i, p in zip(run.infos, run.request.prompts, strict=True)],
         "total_frames": sum(i.num_frames for i in run.infos),
         "prompts": m.unique_prompts,
     }
@@ -725,8 +703,8 @@ def _train_record(run: _Run, m: _Models, seconds: float, final_loss: float) -> t
             "max_grad_norm": MAX_GRAD_NORM,
             "batch_size": 1,
         },
-        "flip_probability": FLIP_PROBABILITY if run.flip else 0.0,
-        "window_start": run.window_start,
+        "flip_probability": FLIP_PROBABILITY if run.request.flip else 0.0,
+        "window_start": run.request.window_start,
         "first_frame": "clean latent, excluded from the loss",
         "noise_scheduler": {k: scheduler.config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type") if k in scheduler.config},
         "trainable_parameters": int(sum(p.numel() for p in m.params)),
@@ -750,22 +728,22 @@ def _finish(run: _Run, m: _Models, seconds: float) -> TrainResult:
     trained = accelerator.unwrap_model(m.model, keep_fp32_wrapper=False)
     train_record, data = _train_record(run, m, seconds, final_loss)
     md = make_metadata(
-        name=run.name, base_spec=run.base_spec, base_fingerprint=m.base.fingerprint,
-        architecture=architecture_of(dict(trained.config)), frames=run.frames, width=run.width,
-        height=run.height, train=train_record,
+        name=run.request.name, base_spec=run.request.base_spec, base_fingerprint=m.base.fingerprint,
+        architecture=architecture_of(dict(trained.config)), frames=run.request.frames, width=run.request.width,
+        height=run.request.height, train=train_record,
     )
-    adapter = extract(trained, None, dtype=resolve_dtype(run.adapter_dtype), metadata=md)
+    adapter = extract(trained, None, dtype=resolve_dtype(run.request.adapter_dtype), metadata=md)
     manifest = best_adapter = best_manifest = None
     if evaluator is not None and evaluator.best is not None:
         best_adapter = _best_adapter(evaluator, train_record, md)
     is_main = accelerator.is_main_process
     if is_main:
         source = f"lamp train {m.opts.clips}"
-        if run.publish:
-            manifest = run.registry.publish_adapter(adapter, force=run.force, source=source)
+        if run.request.publish:
+            manifest = run.registry.publish_adapter(adapter, force=run.request.force, source=source)
             if best_adapter is not None:
                 best_manifest = run.registry.publish_adapter(
-                    best_adapter, force=run.force, source=f"{source} (best of '{run.name}')"
+                    best_adapter, force=run.request.force, source=f"{source} (best of '{run.request.name}')"
                 )
         if evaluator is not None:
             evaluator.cleanup()
@@ -774,8 +752,8 @@ def _finish(run: _Run, m: _Models, seconds: float) -> TrainResult:
             run.ckpt.parent.rmdir()
     accelerator.wait_for_everyone()
     return TrainResult(
-        name=run.name, manifest=manifest, adapter=adapter, losses=m.losses, steps=run.steps, seconds=seconds,
-        seed=run.seed, final_loss=final_loss, config=train_record, data=data, resumed_from=m.start_step,
+        name=run.request.name, manifest=manifest, adapter=adapter, losses=m.losses, steps=run.request.steps, seconds=seconds,
+        seed=run.request.seed, final_loss=final_loss, config=train_record, data=data, resumed_from=m.start_step,
         video_unet=trained, is_main_process=is_main, eval=train_record.get("eval"), best_adapter=best_adapter,
         best_manifest=best_manifest,
     )
