@@ -635,7 +635,7 @@ def apply(
     Every call starts from the base (the attn1.to_q weights kept at inflation), so applying again,
     or another adapter, replaces the previous motion. With a list of (adapter, wᵢ), `weight`
     scales every wᵢ. Raises IncompatibleAdapter (naming the key) when an adapter's architecture,
-    keys or shapes do not fit; warns when it was trained on a base with another fingerprint.
+    keys or shapes do not fit; notes (log level info) when it was trained on a base with other weights.
     """
     import torch
 
@@ -649,8 +649,11 @@ def apply(
         _check_fits(adapter, expected, architecture)
         trained_on = adapter.base.get("fingerprint")
         if base_fingerprint and trained_on and trained_on != base_fingerprint:
-            log.warning(
-                "motion '%s' was trained on base %s (fingerprint %s); applying it to base fingerprint %s",
+            # Same architecture (checked above), other weights: a fine-tune of the base or a
+            # LoRA-styled base, which is what motions are for. Worth a note, not a warning.
+            log.info(
+                "note: motion '%s' was trained on base %s (fingerprint %s); this base (fingerprint %s) "
+                "has the same architecture and other weights",
                 adapter.name or "?",
                 adapter.base.get("spec", "?"),
                 trained_on,

@@ -705,6 +705,7 @@ def edit_video(
     engine: Engine | None = None,
     registry: Registry | None = None,
     progress: Reporter | None = None,
+    loras: Any = None,
 ) -> EditResult:
     """Edit `video` toward `prompt` (LAMP §5.2): tune, invert, new first frame, resample.
 
@@ -749,7 +750,7 @@ def edit_video(
     # 3. Models, once.
     t0 = time.perf_counter()
     if engine is None:
-        engine = Engine(settings.get("base", base), device=device, dtype=dtype)
+        engine = Engine(settings.get("base", base), device=device, dtype=dtype, loras=loras)
     load_s = time.perf_counter() - t0
 
     # 4. Tune (or reuse) a motion on the window.

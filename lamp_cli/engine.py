@@ -107,6 +107,7 @@ class Engine:
     `Engine(load_base(...))` to share already-loaded components (they are not moved or changed).
     `compile=True` wraps the video UNet in torch.compile; `offload=True` keeps every model on the
     CPU and moves each to the device only while it runs (for GPUs with little memory).
+    `loras`: image LoRAs (`FILE[:WEIGHT]` or (path, weight)) fused into a base loaded here.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Engine:
         compile: bool = False,
         offload: bool = False,
         first_frame_model: str | None = None,
+        loras: Any = None,
     ):
         import torch
 
@@ -126,6 +128,8 @@ class Engine:
         t0 = time.perf_counter()
         quiet_hf_progress()
         if isinstance(base, BaseComponents):  # shared components: used where they are, never moved
+            if loras:
+                raise ValueError("loras apply when the engine loads the base; pass them to load_base instead")
             param = next(base.unet.parameters())
             dev = param.device if device in (None, "", "auto") else resolve_device(device)
             dt = param.dtype if dtype in (None, "", "auto") else resolve_dtype(dtype, dev)
@@ -137,7 +141,7 @@ class Engine:
             # The 2-D UNet is only needed for first frames: on an accelerator it waits on the CPU
             # so that the video UNet alone occupies the device's memory while sampling.
             self.place = Placement(dev, dt, offload=offload, park_unet2d=dev.type != "cpu")
-            self.base = load_base(str(base), device="cpu", dtype=self.dtype)
+            self.base = load_base(str(base), device="cpu", dtype=self.dtype, loras=loras)
             if not offload:
                 self.base.text_encoder.to(self.device)
                 self.base.vae.to(self.device)
@@ -412,7 +416,7 @@ class Engine:
             "first_frame_prompt": first_frame_prompt,
             "first_frame": first_info,
             "motions": [{"name": m.name, "weight": m.weight, "digest": m.digest, "frames": m.adapter.frames} for m in resolved],
-            "base": {"spec": self.base.spec, "fingerprint": self.base.fingerprint},
+            "base": self.base.record(),
             "frames": frames,
             "width": width,
             "height": height,

@@ -166,7 +166,14 @@ class FirstFrameGenerator:
     def __init__(self, base: BaseComponents, place: Placement, model: str | None = None):
         self.base = base
         self.place = place
-        self.model = settings.get("first_frame_model", model)
+        chosen = settings.resolve("first_frame_model", model)
+        self.model = chosen.value
+        extra = getattr(base, "extra", None) or {}
+        styled = bool(extra.get("sha256")) or any(x.get("weight") for x in extra.get("loras") or [])
+        if chosen.source == "default" and styled:
+            # A fine-tune or LoRA-styled base draws its own first frames, in its own style (SDXL
+            # would not know it); setting first_frame_model explicitly overrides this.
+            self.model = "base"
         self._pipe: Any = None
         self._fallback_reason: str | None = None
 

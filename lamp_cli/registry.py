@@ -146,6 +146,7 @@ class GcReport:
     removed_blobs: list[str] = field(default_factory=list)
     removed_edits: list[str] = field(default_factory=list)  # edits/<name>/ folders of gone motions
     removed_runs: list[str] = field(default_factory=list)  # empty runs/<name>/ folders
+    removed_bases: list[str] = field(default_factory=list)  # converted single-file bases whose file is gone
     freed_bytes: int = 0
     dry_run: bool = False
 

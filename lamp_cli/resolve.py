@@ -20,7 +20,8 @@ from .adapter import MotionAdapter
 from .devices import check_device_name, check_dtype_name
 from .errors import InvalidInput, MotionNotFound, UsageError
 from .generate import parse_motion, read_sidecar
-from .models.base import builtin_dir
+from .lora import resolve_loras
+from .models.base import builtin_dir, replay_base_record
 from .models.locate import require_base
 from .recipes import recipe_names
 from .registry import Manifest, Registry
@@ -205,14 +206,15 @@ def gen_request(
         command=command, samples=tuple(samples), image=image, base=base, device=values["device"],
         dtype=values["dtype"], fps=float(values["fps"]), fmt=cli.get("fmt"), output=cli.get("output"), many=many,
         compile=bool(cli.get("compile")), offload=bool(cli.get("offload")), overwrite=bool(cli.get("overwrite")),
-        first_frame_model=first_frame_model, expect=cli.get("expect") or {}, sources=dict(layers.sources),
+        first_frame_model=first_frame_model, loras=tuple(resolve_loras(cli.get("lora"))),
+        expect=cli.get("expect") or {}, sources=dict(layers.sources),
     )
     return request, manifests
 
 
 # What a sidecar fixes: a sidecar key -> the option that may not be given with --from-sidecar.
 SIDECAR_FIXED = ("frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "base",
-                 "dtype", "compile", "offload")
+                 "lora", "dtype", "compile", "offload")
 
 
 def sidecar_run(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +238,9 @@ def sidecar_run(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
     if cli.get("output") is None and cli.get("fmt") is None:
         cli["fmt"] = out.get("format")
     fixed = {k: (doc.get(k), where) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise", "dtype")}
-    fixed["base"] = (doc["base"]["spec"], where)
+    base_spec, loras = replay_base_record(doc["base"])  # refuses a missing or changed file or LoRA
+    fixed["base"] = (base_spec, where)
+    cli["lora"] = [f"{s.path}:{s.weight!r}" for s in loras] or ["none"]  # never the config's
     fixed["fps"] = (out.get("fps"), where)
     fixed["device"] = (doc["device"].split(":")[0] if doc.get("device") else None, where)
     cli["expect"] = {"base_fingerprint": doc["base"].get("fingerprint"),

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "fps": 8,
     "device": "auto",
     "dtype": "auto",
+    "lora": [],  # image LoRAs FILE[:WEIGHT] fused into the base (gen, animate, edit, eval, train)
 }
 
 
@@ -127,6 +128,12 @@ def _coerce(key: str, raw: Any, source: str) -> Any:
     default = DEFAULTS[key]
     if isinstance(default, bool) or raw is None:
         return raw
+    if isinstance(default, list):  # a TOML list of strings, or a comma-separated environment value
+        if isinstance(raw, str):
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+            return list(raw)
+        raise InvalidInput(f"{key} from {source} must be a list of strings, got {raw!r}")
     try:
         if isinstance(raw, (bool, dict, list)):  # TOML `true` would silently become 1, a table a string
             raise TypeError

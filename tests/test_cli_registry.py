@@ -332,6 +332,7 @@ def test_gc(capsys, reg: Registry) -> None:
     assert doc == {
         "dry_run": True, "freed_bytes": 5, "removed_blobs": [str(orphan)], "removed_edits": [], "removed_temp": [],
         "removed_runs": [],
+        "removed_bases": [], "converted_bases": [],
     }
     assert orphan.exists()
     code, out, _ = run(capsys, "gc")

@@ -66,7 +66,7 @@ def test_help_shows_each_settings_effective_default_and_follows_config(command, 
 def test_gen_and_animate_share_one_declaration_of_their_options():
     from lamp_cli.cli import gen_cmd
 
-    assert len(gen_cmd.SAMPLE_OPTIONS) == 20
+    assert len(gen_cmd.SAMPLE_OPTIONS) == 21  # with --lora
     import inspect
 
     assert "opts" in inspect.signature(gen_cmd.gen).parameters  # own options only, plus the shared ones

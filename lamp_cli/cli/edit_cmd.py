@@ -12,7 +12,8 @@ import typer
 
 from .. import settings
 from ..errors import InvalidInput, UsageError
-from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, setting_option
+from ..lora import resolve_loras
+from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, LORA_OPTION, setting_option
 from .render import RichReporter, emit_json, info, setup_logging
 
 EDIT_EPILOG = """Examples:
@@ -63,6 +64,7 @@ def edit(
     device: str | None = setting_option("device", "--device", help=f"{DEVICE_CHOICES}."),
     dtype: str | None = setting_option("dtype", "--dtype", help=f"{DTYPE_CHOICES} (auto: fp16 on GPU, fp32 on CPU)."),
     base: str | None = setting_option("base", "--base", help=f"Base model: {BASE_CHOICES}."),
+    lora: list[str] | None = LORA_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing -o file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document describing the result on stdout."),
 ) -> None:
@@ -123,6 +125,7 @@ def edit(
         adain=not no_adain,
         histogram_match=not no_histogram_match,
         base=settings.get("base", base),
+        loras=resolve_loras(lora),
         device=settings.get("device", device),
         dtype=settings.get("dtype", dtype),
         progress=RichReporter(),

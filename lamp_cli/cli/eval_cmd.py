@@ -16,8 +16,9 @@ from .. import settings
 from ..errors import UsageError
 from ..fsutil import atomic_write_text
 from ..jsonio import dumps_strict
+from ..lora import resolve_loras
 from ..prompts import read_prompts_file
-from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
+from .options import BASE_CHOICES, DEVICE_CHOICES, LORA_OPTION, setting_option
 from .render import RichReporter, emit_json, info, out_console, setup_logging
 
 JSON_HELP = "Print one JSON document on stdout."
@@ -100,6 +101,7 @@ def cmd_eval(
     base: str | None = setting_option(
         "base", "--base", help=f"Base model: {BASE_CHOICES} (default: the motion's base, else {{default}})."
     ),
+    lora: list[str] | None = LORA_OPTION,
     steps: int | None = setting_option("steps", "--steps", min=1, help="DDIM steps."),
     frames: int | None = typer.Option(
         None, "--frames", min=2, help="Frames per video (default: the motion's)."
@@ -185,13 +187,14 @@ def cmd_eval(
     sample_kwargs = {k: getattr(request, k) for k in ("frames", "width", "height", "steps", "guidance", "shared_noise")}
     if fps is not None and not fps > 0:
         raise UsageError(f"--fps must be positive (got {fps})")
+    loras = resolve_loras(lora)  # a missing LoRA file fails now
     # 2. CLIP first: a missing CLIP model should fail before minutes of generation.
     scorer = Scorer(clip_spec, device=dev)
     # 3. Generate with the engine (text-to-image first frames, as `lamp gen` does), on the
     #    motion's own base unless --base says otherwise.
     motion_base = manifest.base.get("spec") if isinstance(manifest.base, dict) else None
     base_spec = str(base or motion_base or settings.get("base"))
-    engine = Engine(base_spec, device=dev, dtype=settings.get("dtype"))
+    engine = Engine(base_spec, device=dev, dtype=settings.get("dtype"), loras=loras)
     info(f"generating {len(prompts) * len(seed_list)} videos of '{motion}' into {out_dir}")
     made = generate_videos(
         engine,
@@ -215,7 +218,8 @@ def cmd_eval(
             "out": str(out_dir),
             "prompts_source": source,
             "seeds": seed_list,
-            "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt},
+            "settings": {**sample_kwargs, "base": engine.base.spec, "format": fmt,
+                         "loras": engine.base.record().get("loras", [])},
         }
     )
     atomic_write_text(out_dir / "eval.json", dumps_strict(report, what="eval.json", indent=2, sort_keys=True, default=str) + "\n")

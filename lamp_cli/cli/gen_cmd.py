@@ -18,7 +18,7 @@ import typer
 
 from ..errors import UsageError
 from ..prompts import read_prompts_file
-from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, setting_option
+from .options import BASE_CHOICES, DEVICE_CHOICES, DTYPE_CHOICES, FORMAT_CHOICES, LORA_OPTION, setting_option
 from .render import RichReporter, emit_json, info, setup_logging
 
 GEN_EPILOG = """Examples:
@@ -72,7 +72,8 @@ SAMPLE_OPTIONS: list[tuple[str, Any, Any]] = [
     ("negative", str | None, O_NEGATIVE), ("seed", int | None, O_SEED),
     ("shared_noise", float | None, O_SHARED), ("no_adain", bool, O_NO_ADAIN),
     ("no_histogram_match", bool, O_NO_HIST), ("device", str | None, O_DEVICE),
-    ("dtype", str | None, O_DTYPE), ("base", str | None, O_BASE), ("compile", bool, O_COMPILE),
+    ("dtype", str | None, O_DTYPE), ("base", str | None, O_BASE), ("lora", list[str] | None, LORA_OPTION),
+    ("compile", bool, O_COMPILE),
     ("offload", bool, O_OFFLOAD), ("overwrite", bool, O_OVERWRITE), ("json_out", bool, O_JSON),
 ]
 
@@ -221,7 +222,7 @@ def _run(
         device = state.device
     info(f"loading base '{request.base}' ...")
     engine = Engine(request.base, device=device, dtype=request.dtype, compile=request.compile,
-                    offload=request.offload, first_frame_model=request.first_frame_model)
+                    offload=request.offload, first_frame_model=request.first_frame_model, loras=list(request.loras))
     want = expect.get("base_fingerprint")
     if want and want != engine.base.fingerprint:
         info(f"[yellow]Warning:[/yellow] base '{request.base}' is not the one the video was made with (fingerprint {engine.base.fingerprint} != {want}); the video will differ")

@@ -21,7 +21,7 @@ def choices(*values: str) -> str:
 DEVICE_CHOICES = choices("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPE_CHOICES = choices("auto", "fp32", "fp16", "bf16")
 FORMAT_CHOICES = choices("mp4", "gif", "webm", "frames")
-BASE_CHOICES = "an HF repo id (local cache), a diffusers folder, tiny or toy"
+BASE_CHOICES = "an HF repo id (local cache), a diffusers folder, an SD-1.x .safetensors/.ckpt file, tiny or toy"
 
 # (the option, its setting, its help with `{default}` where the default goes)
 _SETTING_OPTIONS: list[tuple[Any, str, str]] = []
@@ -54,3 +54,9 @@ def refresh_help() -> None:
         except Exception:  # a bad LAMP_<KEY>: the command reports it
             text = str(settings.DEFAULTS[key])
         option.help = help.format(default=text)
+
+
+# Image (style) LoRAs: gen, animate, edit and eval read the `lora` setting too; train takes its own.
+LORA_OPTION = setting_option(
+    "lora", "--lora", help="Image (style) LoRA FILE[:WEIGHT] fused into the base before the motion; repeat to blend; `none` = no LoRA."
+)

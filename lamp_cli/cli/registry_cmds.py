@@ -392,8 +392,9 @@ def cmd_gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Remove stale temp files, adapter files no motion uses, edit caches of deleted motions
-    and empty run folders.
+    """Remove stale temp files, adapter files no motion uses, edit caches of deleted motions,
+    empty run folders, and converted single-file bases whose checkpoint file is gone; list the
+    converted bases kept.
 
     A temp file is stale once untouched for a minute and its writing process is gone (or
     untouched for a day): a running `lamp train` or import keeps its own.
@@ -402,13 +403,23 @@ def cmd_gc(
 
       lamp gc --dry-run
     """
+    from ..models.single_file import cached_conversions, gc_conversions
+
     report = _registry().gc(dry_run=dry_run)
+    report.removed_bases, freed = gc_conversions(dry_run=dry_run)
+    report.freed_bytes += freed
+    kept = [c for c in cached_conversions() if c["folder"] not in report.removed_bases]
     if json_out:
-        emit_json(report.to_json())
+        emit_json({**report.to_json(), "converted_bases": kept})
         return
     verb = "would remove" if dry_run else "removed"
-    for p in report.removed_temp + report.removed_blobs + report.removed_edits + report.removed_runs:
+    for p in report.removed_temp + report.removed_blobs + report.removed_edits + report.removed_runs + report.removed_bases:
         sys.stdout.write(f"{verb} {p}\n")
+    for c in kept:
+        sys.stdout.write(f"kept converted base {c['folder']} ({human_size(c['bytes'])}, from {c['source']})\n")
+    if report.removed_bases or kept:
+        sys.stdout.write(f"{verb} {len(report.removed_bases)} converted base(s) of missing checkpoint files, "
+                         f"kept {len(kept)}\n")
     sys.stdout.write(
         f"{verb} {len(report.removed_temp)} temp file(s), {len(report.removed_blobs)} unused blob(s), "
         f"{len(report.removed_edits)} edit cache(s) of deleted motions and {len(report.removed_runs)} "

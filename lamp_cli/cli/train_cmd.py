@@ -11,6 +11,7 @@ from enum import Enum
 import typer
 
 from ..errors import UsageError
+from ..lora import parse_loras
 from ..prompts import read_prompts_file
 from .options import BASE_CHOICES, DEVICE_CHOICES, setting_option
 from .render import RichReporter, emit_json, out_console, setup_logging
@@ -37,6 +38,7 @@ def cmd_train(
     ),
     recipe: str | None = typer.Option(None, "--recipe", help="A built-in recipe (`lamp recipes`) or a .toml file: prompt and defaults."),
     base: str | None = setting_option("base", "--base", help=f"Base model: {BASE_CHOICES}."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Image LoRA FILE[:WEIGHT] fused into the base: learn the motion on a styled base; repeatable (only from the command line)."),
     steps: int | None = setting_option("train_steps", "--steps", help="Training steps (default: the recipe's, else {default})."),
     frames: int | None = setting_option("frames", "--frames", help="Frames per training window (default: the recipe's, else {default})."),
     stride: int | None = setting_option("stride", "--stride", help="Take every STRIDE-th frame (default: the recipe's, else {default})."),
@@ -139,6 +141,7 @@ def cmd_train(
         eval_out=eval_out,
         flip=flip,
         min_timestep=min_timestep,
+        loras=parse_loras(lora),
     )
     if not result.is_main_process:
         return  # under `accelerate launch`, only the main process reports

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import BaseModelMissing
 from .base import BUILTIN_BASES, builtin_dir
+from .single_file import is_single_file, known_conversion
 
 # Which files mark a model as usable in a local folder or snapshot.
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
@@ -36,6 +37,12 @@ def locate(spec: str, *, sub: str | None = "unet", cache_dir: str | Path | None 
             return Located(spec, True, folder, "built-in (random weights, for tests and smoke runs)")
         return Located(spec, (folder / "unet").is_dir(), folder, "built-in toy base")
     p = Path(spec).expanduser()
+    if p.is_file():  # a single-file checkpoint: converted into lamp's cache on first use
+        done = known_conversion(p)
+        return Located(spec, True, p, f"single-file checkpoint, converted in {done}" if done else
+                       "single-file checkpoint (converted into lamp's cache on first use)")
+    if is_single_file(spec):
+        return Located(spec, False, None, "no such checkpoint file")
     if p.exists():
         if has_weights(p, sub):
             return Located(spec, True, p, "local folder")

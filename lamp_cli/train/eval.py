@@ -251,7 +251,9 @@ def make_engine(base: Any, *, own_base: bool, base_spec: str, device: Any) -> An
 
     with isolated_rng(device):  # inflating the engine's UNet draws random initial weights
         if own_base:
-            return Engine(base_spec, device=device, dtype=settings.get("dtype"), offload=device.type != "cpu")
+            loras = [(x["path"], x["weight"]) for x in base.extra.get("loras", [])]  # the same styled base
+            return Engine(base_spec, device=device, dtype=settings.get("dtype"), offload=device.type != "cpu",
+                          loras=loras)
         return Engine(base, dtype=settings.get("dtype"))
 
 

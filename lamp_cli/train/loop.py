@@ -38,7 +38,7 @@ from ..adapter import MotionAdapter, check_adapter_dtype, extract, make_metadata
 from ..devices import resolve_device, resolve_dtype
 from ..errors import Interrupted, InvalidInput, LampError, NameTaken, NotFound, from_os_error
 from ..jsonio import dumps_strict
-from ..models.base import BaseComponents, architecture_of, load_base
+from ..models.base import BaseComponents, architecture_of, canonical_spec, load_base
 from ..models.locate import require_base
 from ..progress import Reporter, reporter_or_null
 from ..recipes import load_recipe
@@ -326,6 +326,7 @@ class _Run:
     meta: dict[str, Any] | None
     eval_plan: Any
     eval_out: Path | None
+    loras: Any = None  # image LoRAs fused into the base: the motion is learned on the styled base
 
 
 def _checkpoint_state(name: str, *, resume: bool, force: bool) -> tuple[Path, dict[str, Any] | None]:
@@ -422,7 +423,7 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
     if meta is not None:
         check_resume(saved, mixed_precision=mp if given_mp is not None else None)
     request = TrainRequest(
-        name=name, clips=str(clips), base_spec=str(base_spec), steps=steps, frames=frames, stride=stride,
+        name=name, clips=str(clips), base_spec=canonical_spec(str(base_spec)), steps=steps, frames=frames, stride=stride,
         width=width, height=height, lr=lr, seed=seed, min_timestep=min_timestep, flip=flip,
         adapter_dtype=adapter_dtype, checkpoint_every=checkpoint_every, device=dev, mixed_precision=mp,
         prompts=tuple(prompts), clip_files=tuple(str(i.path.name) for i in infos), recipe=kw["recipe"],
@@ -430,7 +431,7 @@ def _check_run(clips: str | Path, name: str, base: Any, kw: dict[str, Any]) -> _
         gradient_checkpointing=kw["gradient_checkpointing"], sources=dict(sources),
     )
     return _Run(request=request, registry=registry, infos=infos, ckpt=ckpt, meta=meta, eval_plan=eval_plan,
-                eval_out=eval_out)
+                eval_out=eval_out, loras=kw["loras"])
 
 
 def _check_eval(name: str, registry: Any, kw: dict[str, Any], rec: Any, meta: dict[str, Any] | None, *,
@@ -513,7 +514,9 @@ def _load_models(run: _Run, base: Any, progress: Reporter | None) -> _Models:
     torch.manual_seed(run.request.seed)
     own_base = not isinstance(base, BaseComponents)
     if own_base:
-        base = load_base(run.request.base_spec, device="cpu")
+        base = load_base(run.request.base_spec, device="cpu", loras=run.loras)  # LoRAs: a styled base
+    elif run.loras:
+        raise InvalidInput("loras apply when train_motion loads the base", hint="pass them to load_base instead")
     if run.meta is not None:
         check_resume(run.meta.get("options", {}), base_fingerprint=base.fingerprint)
     device_t = accelerator.device
@@ -826,6 +829,7 @@ def train_motion(
     flip: bool | None = None,
     seed_note: str | None = None,
     min_timestep: int | None = None,
+    loras: Any = None,
 ) -> TrainResult:
     """Learn a motion from `clips` (a folder of videos, or one video) and publish it as `name`.
 
@@ -848,6 +852,7 @@ def train_motion(
     the prompts with the engine as `lamp gen` does (`eval_steps` DDIM steps, default setting
     'steps'; seed `eval_seed`, default 0) and score them with CLIP (`clip_model`); the best step
     by mean text alignment is published as NAME-best beside NAME (see lamp_cli/train/eval.py).
+    `loras`: image LoRAs (`FILE[:WEIGHT]` or (path, weight)) fused into the base before training.
     `eval_out`: a folder for each evaluation's videos (`step-000500/00_<prompt>.mp4`, with sidecars).
     """
     kw = {k: v for k, v in locals().items() if k not in ("clips", "name", "progress", "on_step")}
