@@ -1,6 +1,6 @@
 """The video UNet: a stock diffusers `UNet2DConditionModel` inflated in place with LAMP's layers.
 
-Wrap, don't fork (DESIGN §3). Frames are folded into the batch, (B·F)×C×H×W, so every pretrained
+Wrap, don't fork (docs/method.md). Frames are folded into the batch, (B·F)×C×H×W, so every pretrained
 layer runs unchanged; the modules of `models/motion.py` unfold them where time matters:
 
 - every Conv2d except the transformers' 1×1 proj_in/proj_out becomes a `MotionConv`
