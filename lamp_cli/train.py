@@ -500,6 +500,8 @@ class TrainResult:
             "prompts": self.data.get("prompts"),
             "clips": len(self.data.get("clips", [])),
             "manifest": self.manifest.to_json() if self.manifest else None,
+            "num_processes": self.config.get("num_processes", 1),
+            "ranks_in_sync": self.config.get("ranks_in_sync"),
             "eval": self._eval_json(),
         }
 
@@ -556,6 +558,20 @@ def make_accelerator(mixed_precision: str, device: str) -> Any:
         if device.startswith("cuda:"):
             torch.cuda.set_device(torch.device(device))
     return Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
+
+
+def _ranks_in_sync(accelerator: Any, params: list[Any]) -> bool:
+    """Whether every process holds the same trained weights (gradients were synchronised):
+    per-tensor float64 sums and sums of squares, gathered from all ranks and compared exactly."""
+    import torch
+
+    with torch.no_grad():
+        local = torch.stack([t for p in params for t in (p.double().sum(), p.double().square().sum())])
+    everyone = accelerator.gather(local.to(accelerator.device)).view(accelerator.num_processes, -1)
+    same = bool((everyone == everyone[0]).all())
+    if not same:
+        log.warning("the processes' trained weights differ: gradients were not synchronised")
+    return same
 
 
 def make_optimizer(params: list[Any], lr: float, device: Any) -> Any:
@@ -1067,6 +1083,7 @@ def train_motion(
 
     # 4. extract and publish
     trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    ranks_in_sync = _ranks_in_sync(accelerator, params) if accelerator.num_processes > 1 else None
     data = {
         "clips": [dict(i.summary(), prompt=p) for i, p in zip(infos, prompts, strict=True)],
         "total_frames": sum(i.num_frames for i in infos),
@@ -1089,6 +1106,7 @@ def train_motion(
         "noise_scheduler": {k: scheduler.config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type") if k in scheduler.config},
         "trainable_parameters": int(sum(p.numel() for p in params)),
         "num_processes": accelerator.num_processes,
+        "ranks_in_sync": ranks_in_sync,
         "data": data,
         "final_loss": final_loss,
         "seconds": round(seconds, 3),

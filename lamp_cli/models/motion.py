@@ -110,18 +110,10 @@ class MotionConv(nn.Module):
         return out.reshape(bf, c, h, w)
 
 
-_SELECTORS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-
 def _tap_selector(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """1×9×3×3 one-hot kernel: output pixel p sums channel 3i+j at p + (i-1, j-1)."""
-    key = (dtype, device)
-    if key not in _SELECTORS:
-        sel = torch.zeros(1, 9, 3, 3, dtype=dtype, device=device)
-        for k in range(9):
-            sel[0, k, k // 3, k % 3] = 1
-        _SELECTORS[key] = sel
-    return _SELECTORS[key]
+    """1×9×3×3 one-hot kernel: output pixel p sums channel 3i+j at p + (i-1, j-1). Built per call
+    (one small op), so that it is never shared across devices, dtypes or fake-tensor modes."""
+    return torch.eye(9, dtype=dtype, device=device).view(1, 9, 3, 3)
 
 
 def reference_temporal(conv1d: nn.Conv1d, y: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -205,9 +197,10 @@ class VideoTransformerBlock(BasicTransformerBlock):
         dim, heads = block.dim, block.num_attention_heads
         block.__class__ = cls
         block.norm_temp = nn.LayerNorm(dim, **kw)
-        block.attn_temp = Attention(
-            query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True
-        ).to(**kw)
+        with torch.device(kw["device"]):  # built where the block is (also under FakeTensorMode)
+            block.attn_temp = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True)
+        if block.attn_temp.to_q.weight.dtype != kw["dtype"]:
+            block.attn_temp.to(dtype=kw["dtype"])
         # Zero output projection: the block starts as its 2-D self. The reference zeroes the weight
         # only and leaves the bias at nn.Linear's random init ("random" reproduces that).
         nn.init.zeros_(block.attn_temp.to_out[0].weight)
