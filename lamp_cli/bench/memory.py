@@ -144,8 +144,15 @@ def estimate_sampling_memory(
     config = _unet_config(unet_config)
     scale = VAE_SCALE
     batch = 2 if cfg else 1
+    # Fake CPU tensors, so that attention takes SDPA's fused CPU kernel (no F·N×N score matrix,
+    # as flash/memory-efficient attention on CUDA); built in `dtype` (a cast would copy).
+    default = torch.get_default_dtype()
     with FakeTensorMode():
-        vu = VideoUNet.from_unet2d(UNet2DConditionModel(**config).to(dt)).eval().requires_grad_(False)
+        torch.set_default_dtype(dt)
+        try:
+            vu = VideoUNet.from_unet2d(UNet2DConditionModel(**config)).eval().requires_grad_(False)
+        finally:
+            torch.set_default_dtype(default)
         x = torch.randn(batch, int(config["in_channels"]), frames, height // scale, width // scale, dtype=dt)
         text = torch.randn(batch, 77, int(config["cross_attention_dim"]), dtype=dt)
         mode = PeakMemory()
