@@ -1,5 +1,6 @@
 """Two processes on the CPU (torchrun / `accelerate launch`, gloo): training resumes
-and finishes with both ranks holding the same weights, rank 0 alone publishes; `lamp gen
+and finishes with both ranks holding the same weights, equal to a one-process run with the same
+effective batch; rank 0 alone publishes; `lamp gen
 --prompts-file` writes every video exactly once."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lamp_cli.cli.app import main
 
@@ -42,6 +44,41 @@ def clips(tmp_path: Path) -> Path:
     return folder
 
 
+def single_process_reference(clips: Path, base_dir: Path, *, lr: float, ranks_per_step: list[int]) -> dict:
+    """The trainer's steps written out in one process, each step on the mean loss of the draws
+    of ranks 0..n-1 (seed 3, 4 frames at 32×32 as TINY): the adapter tensors in fp32."""
+    import copy
+
+    import torch
+
+    import lamp_cli.train as tr
+    from lamp_cli.adapter import extract
+    from lamp_cli.models.base import load_base
+    from lamp_cli.models.video_unet import VideoUNet
+
+    base = load_base(str(base_dir))
+    infos = tr.check_clips(clips, 4, 1)
+    prompts = [tr.prompt_from_path(clips)] * len(infos)
+    cache = tr.encode_clips(base, infos, prompts, width=32, height=32, need=tr.window_span(4, 1))
+    text = base.encode_prompt(prompts[:1]).float()
+    torch.manual_seed(3)  # attn_temp's q/k/v start random, from the seeded global generator
+    vu = VideoUNet.from_unet2d(copy.deepcopy(base.unet)).freeze_base().train()
+    params = [p for _, p in vu.trainable_parameters()]
+    optimizer = tr.make_optimizer(params, lr, "cpu")
+    scheduler = base.ddpm()
+    num_t = int(scheduler.config.num_train_timesteps)
+    for step, ranks in enumerate(ranks_per_step):
+        losses = []
+        for rank in range(ranks):
+            b = tr.draw_batch(tr.step_generator(3, rank, step), cache, frames=4, stride=1, num_train_timesteps=num_t)
+            losses.append(tr.diffusion_loss(vu, scheduler, b.latents, b.noise, torch.tensor([b.timestep]), text))
+        (sum(losses) / ranks).backward()
+        torch.nn.utils.clip_grad_norm_(params, tr.MAX_GRAD_NORM)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {k: v.float() for k, v in extract(vu, None, dtype=torch.float32).tensors.items()}
+
+
 def test_two_processes_train_in_sync_publish_once_and_split_gen(clips, capsys, monkeypatch, tiny_base_dir, lamp_env, tmp_path):
     import lamp_cli.train as tr
 
@@ -56,7 +93,7 @@ def test_two_processes_train_in_sync_publish_once_and_split_gen(clips, capsys, m
 
     monkeypatch.setattr(tr, "diffusion_loss", interrupted_on_third_step)
     with pytest.raises(SystemExit) as e:
-        main(["train", str(clips), "--name", "sq", "--base", str(tiny_base_dir), "--steps", "4", *TINY])
+        main(["train", str(clips), "--name", "sq", "--base", str(tiny_base_dir), "--steps", "4", "--lr", "1e-3", *TINY])
     assert e.value.code == 130, capsys.readouterr().err
     assert (lamp_env / "runs" / "sq" / "checkpoint.safetensors").exists()
 
@@ -72,6 +109,21 @@ def test_two_processes_train_in_sync_publish_once_and_split_gen(clips, capsys, m
 
     assert [m.name for m in Registry().list()] == ["sq"] and Registry().get("sq").digest == doc["digest"]
     assert not (lamp_env / "runs" / "sq").exists()  # the checkpoint is gone after publishing
+    # The same run in one process with the same effective batch: steps 1-2 on rank 0's draws,
+    # steps 3-4 on the mean loss of rank 0's and rank 1's draws (what averaged gradients train).
+    reference = single_process_reference(clips, tiny_base_dir, lr=1e-3, ranks_per_step=[1, 1, 2, 2])
+    published = Registry().load_adapter("sq").tensors
+    assert set(published) == set(reference)
+    diff = torch.cat([(published[k].float() - ref).flatten() for k, ref in reference.items()])
+    size = torch.cat([ref.flatten() for ref in reference.values()])
+    # fp16 storage (the adapter dtype) and another summation order. Weights whose gradient is ~0
+    # (the gates, while the temporal convs are still ~0) take Adam steps (±lr) whose sign is that
+    # noise, so: all weights within the 4 steps' bound 4·lr, 99.9 % within 1e-4 (lr/10), and the
+    # whole difference under 2 % of the trained weights' size (L2).
+    worst = {k: float((published[k].float() - r).abs().max()) for k, r in reference.items()}
+    assert diff.abs().max() <= 4e-3, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+    assert (diff.abs() > 1e-4).float().mean() <= 1e-3
+    assert diff.norm() <= 0.02 * size.norm()
 
     # `lamp gen --prompts-file` under two processes: every prompt's video exactly once.
     prompts = tmp_path / "prompts.txt"
