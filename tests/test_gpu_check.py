@@ -17,10 +17,10 @@ from lamp_cli.testing import TINY_UNET_CONFIG
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_gpu_check_smoke_writes_every_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_gpu_check_smoke_writes_every_item(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_base_dir: Path):
     out = tmp_path / "check.json"
     main = runpy.run_path(str(ROOT / "scripts" / "gpu-check"))["main"]
-    assert main(["--smoke", "--out", str(out)]) == 0
+    assert main(["--smoke", "--base", str(tiny_base_dir), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     items = report["items"]
     assert set(items) == {"video fp32", "train bf16 ckpt on", "train bf16 ckpt off", "bench unet", "memory estimates"}
