@@ -77,6 +77,28 @@ def test_motion_conv_is_causal_over_three_frames():
             assert torch.equal(layer(x2)[F:], out[F:])
 
 
+def test_motion_conv_gradients_equal_the_reference_formulation():
+    # The fast layouts (temporal conv over B×C×(2+F)×(H·W), gate via its 9 taps) train exactly as
+    # `y + sigmoid(conv_gate(y)) * conv1d_time(y)` written plainly: same gradients everywhere.
+    frames = FrameContext(F)
+    layer = motion_conv(frames)
+    x = torch.randn(B * F, 4, H, W, requires_grad=True)
+    weights = torch.randn(B * F, C, H, W)
+
+    def grads(fast: bool) -> list[torch.Tensor]:
+        if fast:
+            out = layer(x)
+        else:
+            y = layer.conv2d(x)
+            out = y + torch.sigmoid(layer.conv_gate(y)) * reference_temporal(layer.conv1d, y, F)
+        params = [x, *layer.parameters()]
+        return list(torch.autograd.grad((out * weights).sum(), params))
+
+    for fast, ref in zip(grads(True), grads(False), strict=True):
+        assert fast.shape == ref.shape
+        assert (fast - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item())
+
+
 def test_motion_conv_handles_one_and_two_frames():
     for n in (1, 2):
         frames = FrameContext(n)

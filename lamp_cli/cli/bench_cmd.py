@@ -10,6 +10,7 @@ import typer
 bench_app = typer.Typer(help="Measure speed and memory (tiny base on CPU, full SD-1.x shapes on GPU).", no_args_is_help=True)
 
 BENCH_MODULES = ["lamp_cli.cli.bench_train", "lamp_cli.cli.bench_gen", "lamp_cli.cli.bench_toy"]
+BENCH_MODULES += ["lamp_cli.cli.bench_unet"]
 
 
 def register(app: typer.Typer) -> None:

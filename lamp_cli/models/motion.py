@@ -5,8 +5,8 @@ video-major (row b·F + f is frame f of video b). The modules here unfold the fr
 information across frames; they all read F from one shared `FrameContext` that
 `VideoUNet.forward` sets before each call.
 
-- `MotionConv`: a pretrained Conv2d followed by a gated, causal temporal conv (§1 of the
-  reference notes).
+- `MotionConv`: a pretrained Conv2d followed by a gated, causal temporal conv
+  (docs/method.md).
 - `FirstFrameAttnProcessor`: the UNet's self-attention (attn1) with keys/values from frame 0.
 - `VideoTransformerBlock`: a diffusers `BasicTransformerBlock` plus temporal self-attention after
   its feed-forward (`norm_temp`, `attn_temp`).
@@ -53,6 +53,11 @@ class MotionConv(nn.Module):
     reference code: output frame t mixes frames t-2, t-1 and t (zeros before frame 0).
     `conv_gate` is a 3×3 convolution to one channel, a per-frame, per-pixel gate shared by all
     channels. Both start at zero, so the layer starts as the identity (gate 0.5 × branch 0).
+
+    The modules hold the reference's parameters (`conv1d.weight` C×C×3, `conv_gate.weight`
+    1×C×3×3); `forward` computes the same function in layouts that run at the cost of its FLOPs
+    (docs/performance.md): the temporal conv as one (3, 1) convolution over B×C×(2+F)×(H·W) with
+    the weight as a view, the gate as a 9-channel 1×1 convolution plus a fixed 3×3 tap sum.
     """
 
     def __init__(self, conv2d: nn.Conv2d, frames: FrameContext):
@@ -61,43 +66,63 @@ class MotionConv(nn.Module):
         kw = {"device": conv2d.weight.device, "dtype": conv2d.weight.dtype}
         self.conv2d = conv2d
         self.conv_gate = nn.Conv2d(c, 1, kernel_size=3, padding=1, **kw)
-        # padding=2 then keeping the first F outputs = left padding only: a causal 3-tap window.
-        self.conv1d = nn.Conv1d(c, c, kernel_size=3, padding=2, **kw)
+        # Applied by `temporal_video` with two zero frames in front (causal); the module is never
+        # called itself, it holds the reference's parameters.
+        self.conv1d = nn.Conv1d(c, c, kernel_size=3, **kw)
         for p in (*self.conv_gate.parameters(), *self.conv1d.parameters()):
             nn.init.zeros_(p)
         self.frames = frames
 
-    def temporal(self, y: torch.Tensor) -> torch.Tensor:
-        """The causal conv over frames, `conv1d(y)` at every pixel; (B·F)×C×H×W -> same."""
+    def temporal_video(self, y: torch.Tensor) -> torch.Tensor:
+        """The causal conv over frames at every pixel: (B·F)×C×H×W -> B×C×F×(H·W)."""
         num_frames = self.frames.num_frames
         b = self.frames.videos(y.shape[0])
         c, h, w = y.shape[1:]
-        weight = self.conv1d.weight  # C_out×C_in×3; tap k multiplies frame t-2+k
-        # All three taps in one 1×1 convolution on the folded batch (no transpose of the
-        # activations): z[k] = W_k · y for every frame, then out[t] = z0[t-2] + z1[t-1] + z2[t] + b.
-        taps = F.conv2d(y, weight.permute(2, 0, 1).reshape(3 * c, c, 1, 1))  # (B·F)×3C×H×W
-        taps = taps.view(b, num_frames, 3, c, h, w)
-        out = taps[:, :, 2] + self.conv1d.bias.to(taps.dtype).view(1, 1, c, 1, 1)  # B×F×C×H×W (autocast-safe)
-        # Shift the earlier taps forward in time; frames before 0 are zero padding.
-        if num_frames > 1:
-            out = out + F.pad(taps[:, :-1, 1], (0, 0, 0, 0, 0, 0, 1, 0))
-        if num_frames > 2:
-            out = out + F.pad(taps[:, :-2, 0], (0, 0, 0, 0, 0, 0, 2, 0))
-        return out.reshape(b * num_frames, c, h, w)
+        # One copy: the frames move next to the pixels behind two zero frames (causal padding),
+        # B×C×(2+F)×(H·W); tap k of the C×C×3 weight multiplies frame t-2+k.
+        video = y.new_empty(b, c, num_frames + 2, h * w)
+        video[:, :, :2] = 0
+        video[:, :, 2:] = y.reshape(b, num_frames, c, h * w).transpose(1, 2)
+        weight = self.conv1d.weight.unsqueeze(-1)  # C×C×3×1, a view
+        return F.conv2d(video, weight, self.conv1d.bias)  # B×C×F×(H·W)
+
+    def temporal(self, y: torch.Tensor) -> torch.Tensor:
+        """`conv1d` over frames at every pixel; (B·F)×C×H×W -> same."""
+        out = self.temporal_video(y)  # B×C×F×(H·W)
+        return out.transpose(1, 2).reshape(y.shape)
+
+    def gate_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """`conv_gate(y)`, (B·F)×1×H×W: the 3×3 conv to one channel as a 1×1 conv to its 9 taps
+        (a well-shaped matrix product) and a fixed 9→1 3×3 conv that sums each tap's shift."""
+        weight = self.conv_gate.weight  # 1×C×3×3
+        taps = F.conv2d(y, weight.permute(2, 3, 0, 1).reshape(9, weight.shape[1], 1, 1))  # (B·F)×9×H×W
+        return F.conv2d(taps, _tap_selector(taps.dtype, taps.device), self.conv_gate.bias, padding=1)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         y = self.conv2d(x, *args, **kwargs)  # (B·F)×C×H'×W'
-        gate = torch.sigmoid(self.conv_gate(y))  # (B·F)×1×H'×W', broadcast over channels
-        return y + gate * self.temporal(y)
+        bf, c, h, w = y.shape
+        b = self.frames.videos(bf)
+        num_frames = bf // b
+        gate = torch.sigmoid(self.gate_logits(y)).view(b, num_frames, 1, h * w)  # shared by channels
+        temporal = self.temporal_video(y).transpose(1, 2)  # B×F×C×(H·W), a view
+        # y + gate · temporal in one pass; the transpose back is read, not copied.
+        out = torch.addcmul(y.reshape(b, num_frames, c, h * w), gate, temporal.to(y.dtype))
+        return out.reshape(bf, c, h, w)
+
+
+def _tap_selector(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1×9×3×3 one-hot kernel: output pixel p sums channel 3i+j at p + (i-1, j-1). Built per call
+    (one small op), so that it is never shared across devices, dtypes or fake-tensor modes."""
+    return torch.eye(9, dtype=dtype, device=device).view(1, 9, 3, 3)
 
 
 def reference_temporal(conv1d: nn.Conv1d, y: torch.Tensor, num_frames: int) -> torch.Tensor:
     """`MotionConv.temporal` written as the reference code computes it (for tests and checks):
-    (B·F)×C×H×W -> (B·H·W)×C×F -> Conv1d(padding 2) -> keep the first F -> (B·F)×C×H×W."""
+    (B·F)×C×H×W -> (B·H·W)×C×F -> conv1d with padding 2 -> keep the first F -> (B·F)×C×H×W."""
     bf, c, h, w = y.shape
     b = bf // num_frames
     seq = y.view(b, num_frames, c, h, w).permute(0, 3, 4, 2, 1).reshape(b * h * w, c, num_frames)
-    out = conv1d(seq)[..., :num_frames]  # (B·H·W)×C×F
+    out = F.conv1d(seq, conv1d.weight, conv1d.bias, padding=2)[..., :num_frames]  # (B·H·W)×C×F
     return out.view(b, h, w, c, num_frames).permute(0, 4, 3, 1, 2).reshape(bf, c, h, w)
 
 
@@ -172,9 +197,10 @@ class VideoTransformerBlock(BasicTransformerBlock):
         dim, heads = block.dim, block.num_attention_heads
         block.__class__ = cls
         block.norm_temp = nn.LayerNorm(dim, **kw)
-        block.attn_temp = Attention(
-            query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True
-        ).to(**kw)
+        with torch.device(kw["device"]):  # built where the block is (also under FakeTensorMode)
+            block.attn_temp = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False, out_bias=True)
+        if block.attn_temp.to_q.weight.dtype != kw["dtype"]:
+            block.attn_temp.to(dtype=kw["dtype"])
         # Zero output projection: the block starts as its 2-D self. The reference zeroes the weight
         # only and leaves the bias at nn.Linear's random init ("random" reproduces that).
         nn.init.zeros_(block.attn_temp.to_out[0].weight)
@@ -227,11 +253,6 @@ class FrameGroupNorm(nn.GroupNorm):
         return out.transpose(1, 2).reshape(x.shape)
 
 
-def temporal_attention_parameters(dim: int) -> int:
-    """Parameters of one `attn_temp` (q, k, v without bias; output with bias): 4d² + d."""
-    return 4 * dim * dim + dim
-
-
 def motion_conv_parameters(channels: int) -> int:
     """Parameters one `MotionConv` adds: conv1d 3C²+C and conv_gate 9C+1."""
     return 3 * channels * channels + channels + 9 * channels + 1
@@ -245,5 +266,4 @@ __all__ = [
     "VideoTransformerBlock",
     "motion_conv_parameters",
     "reference_temporal",
-    "temporal_attention_parameters",
 ]

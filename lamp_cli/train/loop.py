@@ -131,6 +131,8 @@ class TrainResult:
             "prompts": self.data.get("prompts"),
             "clips": len(self.data.get("clips", [])),
             "manifest": self.manifest.to_json() if self.manifest else None,
+            "num_processes": self.config.get("num_processes", 1),
+            "ranks_in_sync": self.config.get("ranks_in_sync"),
             "eval": self._eval_json(),
         }
 
@@ -187,6 +189,20 @@ def make_accelerator(mixed_precision: str, device: str) -> Any:
         if device.startswith("cuda:"):
             torch.cuda.set_device(torch.device(device))
     return Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
+
+
+def _ranks_in_sync(accelerator: Any, params: list[Any]) -> bool:
+    """Whether every process holds the same trained weights (gradients were synchronised):
+    per-tensor float64 sums and sums of squares, gathered from all ranks and compared exactly."""
+    import torch
+
+    with torch.no_grad():
+        local = torch.stack([t for p in params for t in (p.double().sum(), p.double().square().sum())])
+    everyone = accelerator.gather(local.to(accelerator.device)).view(accelerator.num_processes, -1)
+    same = bool((everyone == everyone[0]).all())
+    if not same:
+        log.warning("the processes' trained weights differ: gradients were not synchronised")
+    return same
 
 
 def make_optimizer(params: list[Any], lr: float, device: Any) -> Any:
@@ -737,6 +753,8 @@ def _train_record(run: _Run, m: _Models, seconds: float, final_loss: float) -> t
         "noise_scheduler": {k: scheduler.config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type") if k in scheduler.config},
         "trainable_parameters": int(sum(p.numel() for p in m.params)),
         "num_processes": m.accelerator.num_processes,
+        # a collective: every rank must reach it
+        "ranks_in_sync": _ranks_in_sync(m.accelerator, m.params) if m.accelerator.num_processes > 1 else None,
         "data": data,
         "final_loss": final_loss,
         "seconds": round(seconds, 3),
