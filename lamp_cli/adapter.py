@@ -348,7 +348,10 @@ def apply(
 
     from .models.base import architecture_of
 
-    items = _blend_list(adapters, weight)
+    from .compress import expand_adapter
+
+    # compressed adapters (docs/compression.md) are expanded to dense tensors here, the one hook
+    items = [(expand_adapter(a), w) for a, w in _blend_list(adapters, weight)]
     unet = _video_parts(video_unet)
     params = dict(unet.named_parameters())
     expected = {k: tuple(params[k.removesuffix(DELTA_SUFFIX)].shape) for k in adapter_keys(unet)}

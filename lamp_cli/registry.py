@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .adapter import DELTA_SUFFIX, FORMAT_VERSION, REQUIRED_METADATA, read_header, read_header_bytes
+from .compress import check_factor_values, factor_plan
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
 from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer
 
@@ -168,6 +169,7 @@ def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> Head
         raise InvalidInput(f"{what} holds no tensors")
     if len(entries) > MAX_TENSORS:
         raise InvalidInput(f"{what} holds {len(entries)} tensors, more than any adapter ({MAX_TENSORS})")
+    plan = factor_plan(header, what=what)  # low-rank factors -> the dense key and shape they stand for
     spans: list[tuple[int, int, str]] = []
     groups: dict[str, int] = {}
     dtypes: set[str] = set()
@@ -194,7 +196,7 @@ def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> Head
             raise InvalidInput(
                 f"{what}: tensor '{key}' claims {offsets[1] - offsets[0]} bytes, its shape needs {size}"
             )
-        role, c = _check_role(key, shape, what)
+        role, c = _check_role(*plan.get(key, (key, shape)), what)
         if role in ("conv1d", "conv_gate") and c is not None:
             parent = key.rsplit(".", 2)[0]
             if channels.setdefault(parent, c) != c:
@@ -316,6 +318,7 @@ def check_adapter_file(path: Path) -> tuple[dict[str, Any], HeaderSummary, int]:
                 raise InvalidInput(
                     f"{what}: the tensor data does not match its lamp.weights_sha256 (the file is damaged or was edited)"
                 )
+            check_factor_values(header, f, data_start, what=what)
     except InvalidInput as e:
         raise InvalidInput(e.message, hint=e.hint or _IMPORT_HINT) from e
     return header, summary, data_start

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "lamp_cli.cli.demo_cmd",  # demo
     "lamp_cli.cli.bench_cmd",  # bench
     "lamp_cli.cli.doctor_cmd",  # doctor
+    "lamp_cli.cli.compress_cmd",  # compress
 ]
 
 app = typer.Typer(
