@@ -346,9 +346,8 @@ def apply(
     """
     import torch
 
-    from .models.base import architecture_of
-
     from .compress import expand_adapter
+    from .models.base import architecture_of
 
     # compressed adapters (docs/compression.md) are expanded to dense tensors here, the one hook
     items = [(expand_adapter(a), w) for a, w in _blend_list(adapters, weight)]

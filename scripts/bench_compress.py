@@ -12,17 +12,15 @@ command); the `toy` and `spectrum` runs reuse it.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from lamp_cli.adapter import DELTA_SUFFIX, MotionAdapter, adapter_keys, apply, make_metadata
+from lamp_cli.adapter import DELTA_SUFFIX, MotionAdapter, adapter_keys, apply
 from lamp_cli.compress import (
     MIN_FACTOR_NUMEL,
     Spectrum,
@@ -33,7 +31,6 @@ from lamp_cli.compress import (
     layouts_for,
     matrix_dims,
     max_paying_rank,
-    ranks_for_budget,
     ranks_for_rank,
 )
 
