@@ -356,8 +356,12 @@ def ranks_for_error(spectra: list[Spectrum], max_error: float) -> dict[str, int 
 
 def ranks_for_budget(spectra: list[Spectrum], budget_bytes: float, element_bytes: int) -> dict[str, int | None]:
     """Greedy global allocation: every factored tensor starts at rank 1, then the step with the
-    most singular-value energy per byte (σ²_{r+1} / ((m+n)·bytes), or, at the largest paying
-    rank, switching to dense: the remaining energy / the extra bytes) is taken while it fits.
+    most singular-value energy per byte is taken while it fits: σ²_{r+1} / ‖M‖²_F per (m+n)
+    values, or, at the largest paying rank, switching to dense: the rest of the energy for the
+    extra bytes. Energy counts as a fraction of the tensor's own (‖M‖²_F), so what is minimised
+    is Σ (relative error)²: with absolute energy, the temporal attention's q/k/v (a random
+    full-rank initialisation plus training, the largest norms) took the budget from the conv
+    kernels and deltas that carry the motion (docs/compression.md, measured).
     `budget_bytes` is for the factored tensors alone. None = dense.
     """
     ranks: dict[str, int | None] = {s.key: 1 for s in spectra}
@@ -365,7 +369,7 @@ def ranks_for_budget(spectra: list[Spectrum], budget_bytes: float, element_bytes
     if used > budget_bytes:
         raise InvalidInput("budget below rank 1 everywhere")  # the caller words it for the user
     heap: list[tuple[float, int, int]] = []
-    residuals = [s.residuals() for s in spectra]
+    residuals = [[v / (r[0] or 1.0) for v in r] for r in (s.residuals() for s in spectra)]
 
     def push(i: int) -> None:
         s, r = spectra[i], ranks[spectra[i].key]

@@ -242,20 +242,26 @@ def cmd_toy(args: argparse.Namespace) -> None:
     picks = unseen_targets(motion, args.targets, 0)
     firsts = {t: pick_first_frame(engine, world.caption(*t), motion, seed=100 * k, steps=DEMO_SAMPLE_STEPS)[0]
               for k, t in enumerate(picks)}
-    print("| variant | file (kB) | × smaller | weights error | path error (px) | shape kept | content |")
+    print("| variant | file (kB) | × smaller | weights error | path error (px) | shape kept | content "
+          "| path moved vs uncompressed (px) |")
+    ref_paths: dict[int, Any] = {}
     for label, adapter, size in variants:
-        errors, shapes, contents = [], [], []
+        errors, shapes, contents, moved = [], [], [], []
         t0 = time.time()
         for k, t in enumerate(picks):
             frames = engine.sample([(adapter, 1.0)], world.caption(*t), firsts[t], frames=FRAMES, width=world.SIZE,
                                    height=world.SIZE, steps=DEMO_SAMPLE_STEPS, guidance=DEMO_GUIDANCE, seed=k).frames
             errors.append(check_motion(frames, motion).error)
+            path = world.measure_path(frames)
+            ref_paths.setdefault(k, path)  # the first variant is the uncompressed motion
+            moved.append(float(np.nanmean(np.linalg.norm(path - ref_paths[k], axis=1))))
             readings = [world.read_frame(f) for f in frames]
             shapes.append(float(np.mean([r.shape == t[0] for r in readings])))
             contents.append(float(np.mean([(r.color, r.background) == t[1:] for r in readings])))
         werr = json.loads(adapter.metadata.get("lamp.compressed", "{}")).get("error", {}).get("overall", 0.0)
         print(f"| {label} | {size / 1e3:.1f} | {dense_bytes / size:.1f} | {werr:.3f} | {np.nanmean(errors):.2f} "
-              f"| {np.mean(shapes):.2f} | {np.mean(contents):.2f} |  ({time.time() - t0:.0f} s)", flush=True)
+              f"| {np.mean(shapes):.2f} | {np.mean(contents):.2f} | {np.nanmean(moved):.2f} |"
+              f"  ({time.time() - t0:.0f} s)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -97,17 +97,18 @@ def test_full_rank_round_trips_registry_export_import_and_reproduces_the_output(
 
 def test_size_target_is_met_and_ranks_follow_energy(tiny_base):
     g = torch.Generator().manual_seed(1)
-    dense = low_rank_adapter(tiny_base, "mix", rank=16)
-    # one tensor much stronger than the rest: the greedy allocation gives it more rank
-    strong = "mid_block.attentions.0.transformer_blocks.0.attn_temp.to_v.weight"
-    dense.tensors[strong] = (torch.randn(64, 64, generator=g) * 0.5).half()
+    dense = low_rank_adapter(tiny_base, "mix", rank=2)
+    # one tensor of flat spectrum (noise, big norm): a rank of it buys little of its energy,
+    # so it gets the bytes only once the rank-2 tensors are exact
+    flat = "mid_block.attentions.0.transformer_blocks.0.attn_temp.to_v.weight"
+    dense.tensors[flat] = (torch.randn(64, 64, generator=g) * 0.5).half()
     full = len(dense.to_bytes())
-    target = full // 3
+    target = full // 6
     out = compress_adapter(dense, size=target)
     assert len(out.adapter.to_bytes()) <= target
-    ranks = {k: f["rank"] for k, f in out.factors.items()}
-    # (dense when its remaining energy per extra byte beats every other tensor's next rank)
-    assert ranks.get(strong, 64) >= max(ranks.values()) and min(ranks.values()) < 16
+    others = {k: f for k, f in out.factors.items() if k != flat}
+    assert all(f["rank"] >= 2 and f["error"] < 2e-3 for f in others.values())
+    assert out.factors[flat]["rank"] > 2 and out.factors[flat]["error"] > 0.1
     # a bigger budget loses less
     bigger = compress_adapter(dense, size=2 * target)
     assert bigger.record["error"]["overall"] < out.record["error"]["overall"]
