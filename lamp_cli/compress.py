@@ -623,8 +623,10 @@ def describe(record: dict[str, Any]) -> dict[str, str]:
     target = record.get("target") or {}
     tgt = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in target.items()) or "-"
     rank_line = (
-        f"{ranks.get('factored', 0)} tensors factored, rank {ranks.get('min')}–{ranks.get('max')} "
-        f"(median {ranks.get('median')}); {record.get('dense_tensors', '?')} tensors dense"
+        f"{ranks.get('factored', 0)} tensors factored, rank "
+        + (f"{ranks.get('min')}" if ranks.get("min") == ranks.get("max")
+           else f"{ranks.get('min')}–{ranks.get('max')} (median {ranks.get('median')})")
+        + f"; {record.get('dense_tensors', '?')} tensors dense"
         if ranks.get("factored") else f"no tensor factored; {record.get('dense_tensors', '?')} tensors dense"
     )
 

@@ -1,5 +1,6 @@
 """Measurements behind docs/compression.md (a script, not a test: minutes of CPU).
 
+    python scripts/bench_compress.py train-toy toy-slide_right.safetensors   # once (~3 min idle)
     python scripts/bench_compress.py sizes                      # SD-1.x file size per rank (meta device)
     python scripts/bench_compress.py spectrum MOTION.safetensors # singular-value decay, layouts
     python scripts/bench_compress.py sd1 --alpha 0.9             # one SD-1.x VideoUNet call, realistic spectra
@@ -16,6 +17,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -264,6 +266,31 @@ def cmd_toy(args: argparse.Namespace) -> None:
               f"  ({time.time() - t0:.0f} s)", flush=True)
 
 
+def cmd_train_toy(args: argparse.Namespace) -> None:
+    """Train the toy motion the `toy` and `spectrum` runs reuse (as `lamp bench toy` trains)."""
+    import tempfile
+
+    from lamp_cli.models.base import load_base
+    from lamp_cli.toy import world
+    from lamp_cli.toy.ablation import unseen_targets
+    from lamp_cli.toy.demo import DEMO_LR, FRAMES
+    from lamp_cli.train import train_motion
+
+    torch.set_num_threads(args.threads)
+    motion = args.motion_name
+    picks = unseen_targets(motion, 4, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        world.write_clips(motion, Path(tmp), n=8, seed=0, frames=FRAMES, exclude=[(s, c) for s, c, _ in picks])
+        t0 = time.time()
+        trained = train_motion(
+            tmp, "toy-" + motion.replace("_", "-"), base=load_base("toy"), steps=args.steps, frames=FRAMES,
+            stride=1, width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=0, device="cpu", checkpoint_every=0,
+            force=True, publish=False, flip=motion in world.MIRROR_SAFE, adapter_dtype="fp32",
+        )
+    trained.adapter.save(args.out)
+    print(f"trained {args.steps} steps in {time.time() - t0:.0f} s, final loss {trained.final_loss:.4f}: {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -286,8 +313,15 @@ def main(argv: list[str] | None = None) -> None:
     ty.add_argument("--errors", type=float, nargs="*", default=[])
     ty.add_argument("--targets", type=int, default=4)
     ty.add_argument("--threads", type=int, default=2)
+    tt = sub.add_parser("train-toy")
+    tt.add_argument("out")
+    tt.add_argument("--motion-name", default="slide_right")
+    tt.add_argument("--steps", type=int, default=300)
+    tt.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    {"sizes": cmd_sizes, "spectrum": cmd_spectrum, "sd1": cmd_sd1, "toy": cmd_toy}[args.cmd](args)
+    commands = {"sizes": cmd_sizes, "spectrum": cmd_spectrum, "sd1": cmd_sd1, "toy": cmd_toy,
+                "train-toy": cmd_train_toy}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

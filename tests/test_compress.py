@@ -194,7 +194,7 @@ def test_cli_compress_show_and_refusals(tiny_base, capsys):
     with pytest.raises(SystemExit) as e:
         main(["show", "walk-small"])
     shown = capsys.readouterr().out
-    assert "compressed from  walk (" in shown and f"rank {RANK}–{RANK}" in shown and "% overall" in shown
+    assert "compressed from  walk (" in shown and f"factored, rank {RANK};" in shown and "% overall" in shown
     for argv, code in (
         (["compress", "walk", "--name", "walk-small", "--rank", "2"], 1),  # exists, no --force
         (["compress", "walk", "--name", "w2", "--rank", "2", "--size", "1MB"], 1),  # two targets
