@@ -196,9 +196,10 @@ def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> Head
             raise InvalidInput(
                 f"{what}: tensor '{key}' claims {offsets[1] - offsets[0]} bytes, its shape needs {size}"
             )
-        role, c = _check_role(*plan.get(key, (key, shape)), what)
+        target, target_shape = plan.get(key, (key, shape))  # a factor's dense tensor
+        role, c = _check_role(target, target_shape, what)
         if role in ("conv1d", "conv_gate") and c is not None:
-            parent = key.rsplit(".", 2)[0]
+            parent = target.rsplit(".", 2)[0]
             if channels.setdefault(parent, c) != c:
                 raise InvalidInput(
                     f"{what}: conv1d and conv_gate of '{parent}' disagree on channels ({channels[parent]} vs {c})"
