@@ -24,12 +24,13 @@ from . import __version__, schema
 from .errors import IncompatibleAdapter, InvalidInput
 from .fsutil import atomic_write_bytes
 from .jsonio import dumps_strict, loads_strict
+from .lowrank import check_factor_values, expand_tensors, factor_plan, is_compressed
 from .models.base import architecture_of
+from .models.names import DELTA_SUFFIX
 
 log = logging.getLogger("lamp")
 
 FORMAT_VERSION = "1"
-DELTA_SUFFIX = ".delta"
 # The precisions an adapter's tensors may be stored in (`--adapter-dtype`, `import --dtype`).
 ADAPTER_DTYPES = ("fp16", "bf16", "fp32")
 
@@ -334,6 +335,7 @@ def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> Head
         raise InvalidInput(f"{what} holds no tensors")
     if len(entries) > MAX_TENSORS:
         raise InvalidInput(f"{what} holds {len(entries)} tensors, more than any adapter ({MAX_TENSORS})")
+    plan = factor_plan(header, what=what)  # low-rank factors -> the dense key and shape they stand for
     spans: list[tuple[int, int, str]] = []
     groups: dict[str, int] = {}
     dtypes: set[str] = set()
@@ -360,9 +362,10 @@ def check_adapter_tensors(header: dict[str, Any], *, what: str = "file") -> Head
             raise InvalidInput(
                 f"{what}: tensor '{key}' claims {offsets[1] - offsets[0]} bytes, its shape needs {size}"
             )
-        role, c = _check_role(key, shape, what)
+        target, target_shape = plan.get(key, (key, shape))  # a low-rank factor's dense tensor
+        role, c = _check_role(target, target_shape, what)
         if role in ("conv1d", "conv_gate") and c is not None:
-            parent = key.rsplit(".", 2)[0]
+            parent = target.rsplit(".", 2)[0]
             if channels.setdefault(parent, c) != c:
                 raise InvalidInput(
                     f"{what}: conv1d and conv_gate of '{parent}' disagree on channels ({channels[parent]} vs {c})"
@@ -461,6 +464,7 @@ def check_adapter_file(path: Path) -> tuple[dict[str, Any], HeaderSummary, int]:
                 raise InvalidInput(
                     f"{what}: the tensor data does not match its lamp.weights_sha256 (the file is damaged or was edited)"
                 )
+            check_factor_values(header, f, data_start, what=what)
     except InvalidInput as e:
         raise InvalidInput(e.message, hint=e.hint or _IMPORT_HINT) from e
     return header, summary, data_start
@@ -489,6 +493,7 @@ def check_adapter_bytes(data: bytes, *, what: str = "adapter") -> tuple[dict[str
     with io.BytesIO(data) as f:
         if header_weights_sha256(header, f, data_start) != fields["lamp.weights_sha256"]:
             raise InvalidInput(f"{what}: the tensor data does not match its lamp.weights_sha256")
+        check_factor_values(header, f, data_start, what=what)
     return header, fields, summary
 
 
@@ -623,6 +628,15 @@ def _blend_list(adapters: Any, weight: float) -> list[tuple[MotionAdapter, float
     return items
 
 
+def expand_adapter(adapter: MotionAdapter) -> MotionAdapter:
+    """The dense form of a compressed adapter (docs/compression.md); others are returned as they are."""
+    if not is_compressed(adapter.metadata, adapter.tensors):
+        return adapter
+    what = f"motion '{adapter.name}'" if adapter.name else "the motion adapter"
+    tensors, metadata = expand_tensors(adapter.tensors, adapter.metadata, what=what)
+    return MotionAdapter(tensors=tensors, metadata=metadata)
+
+
 def apply(
     adapters: MotionAdapter | list[tuple[MotionAdapter, float]],
     video_unet: Any,
@@ -640,7 +654,8 @@ def apply(
     import torch
 
 
-    items = _blend_list(adapters, weight)
+    # compressed adapters (docs/compression.md) are expanded to dense tensors here, the one hook
+    items = [(expand_adapter(a), w) for a, w in _blend_list(adapters, weight)]
     unet = _video_parts(video_unet)
     params = dict(unet.named_parameters())
     expected = {k: tuple(params[k.removesuffix(DELTA_SUFFIX)].shape) for k in adapter_keys(unet)}

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "lamp_cli.cli.demo_cmd",  # demo
     "lamp_cli.cli.bench_cmd",  # bench
     "lamp_cli.cli.doctor_cmd",  # doctor
+    "lamp_cli.cli.compress_cmd",  # compress
 ]
 
 def _debug() -> bool:

@@ -150,6 +150,7 @@ def cmd_show(
         ("made by", f"lamp {a['lamp_version']} (adapter format {a['format_version']})"),
         ("blob", m["blob_path"]),
         *_official_rows(a.get("extra", {}).get("lamp.official")),
+        *_compressed_rows(a.get("extra", {}).get("lamp.compressed")),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -182,6 +183,19 @@ def _official_rows(provenance: str | None) -> list[tuple[str, str]]:
         ("config class", str(p.get("config_class") or "-")),
         ("weights sha256", f"{p.get('weights_file_sha256') or '-'} ({p.get('weights_file') or '?'})"),
     ]
+
+
+def _compressed_rows(field: str | None) -> list[tuple[str, str]]:
+    """`lamp show` rows for the `lamp.compressed` header of a `lamp compress` motion."""
+    if not field:
+        return []
+    from ..compress import describe
+
+    try:
+        record = json.loads(field)
+    except json.JSONDecodeError:
+        return [("compressed", field)]
+    return list(describe(record).items()) if isinstance(record, dict) else [("compressed", field)]
 
 
 def _eval_lines(evaluation: dict[str, Any]) -> list[str]:

@@ -3,3 +3,6 @@ fingerprint, adapters and official imports all read them)."""
 
 # What the inflation adds: the temporal conv and its gate, temporal attention and its norm.
 ADDED_MODULES = ("conv1d", "conv_gate", "attn_temp", "norm_temp")
+
+# A tuned base weight (`attn1.to_q`) is stored in an adapter as `<parameter>.delta`: tuned - base.
+DELTA_SUFFIX = ".delta"
