@@ -52,7 +52,7 @@ VARIANTS = ("full", "no shared noise", "no AdaIN", "no histogram match", "no fir
 @dataclass
 class Row:
     """One motion and variant, over every seed's videos; spreads are the standard deviation of
-    the per-seed means (0 with one seed)."""
+    the per-seed means (with one seed: of the videos)."""
 
     motion: str
     variant: str
@@ -151,6 +151,10 @@ def _row(motion: str, variant: str, videos: list[dict[str, Any]]) -> Row:
     seeds = sorted({v["seed"] for v in mine})
 
     def stats(key: str) -> tuple[float, float]:
+        if len(seeds) == 1:  # one seed: the spread over its videos (targets and sampling seeds)
+            finite = [v[key] for v in mine if np.isfinite(v[key])]
+            return (float(np.mean(finite)) if finite else float("nan"),
+                    float(np.std(finite)) if len(finite) > 1 else 0.0)
         per_seed = [np.nanmean([v[key] for v in mine if v["seed"] == s]) if any(
             np.isfinite(v[key]) for v in mine if v["seed"] == s) else np.nan for s in seeds]
         finite = [x for x in per_seed if np.isfinite(x)]
