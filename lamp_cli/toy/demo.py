@@ -191,7 +191,9 @@ def transfer_sheet(clip: np.ndarray, video: np.ndarray, clip_label: str, video_l
     return np.concatenate(rows, axis=0)
 
 
-def write_demo_clips(motion: str, folder: Path, *, seed: int, exclude: list[tuple[str, str]]) -> list[tuple[Path, world.ClipSpec]]:
+def write_demo_clips(
+    motion: str, folder: Path, *, seed: int, exclude: list[tuple[str, str]]
+) -> list[tuple[Path, world.ClipSpec]]:
     """The demo's training clips (`DEMO_CLIPS` of them, none showing an `exclude` pair)."""
     return world.write_clips(motion, folder, n=DEMO_CLIPS, seed=seed, frames=FRAMES, exclude=exclude,
                              upright=DEMO_CLIPS_UPRIGHT, radius=DEMO_CLIPS_RADIUS)
