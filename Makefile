@@ -22,8 +22,11 @@ venv: $(BIN)/lamp
 demo: $(BIN)/lamp
 	$(BIN)/lamp demo --out out/demo
 
+# Each test keeps torch on one thread (tests/conftest.py), so one worker per core (pytest-xdist).
+TEST_WORKERS ?= 2
+
 test: $(BIN)/lamp
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 lint: $(BIN)/lamp
 	$(BIN)/ruff check lamp_cli tests

@@ -22,7 +22,7 @@ ToyMotion = Enum(
 
 def cmd_demo(
     motion: ToyMotion = typer.Option("slide_right", "--motion", "-m", help="The toy motion to learn."),
-    steps: int = typer.Option(300, "--steps", min=1, help="Training steps (a few minutes on 2 CPU cores)."),
+    steps: int = typer.Option(400, "--steps", min=1, help="Training steps (a few minutes on 2 CPU cores)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the video files (default: ./lamp-demo-MOTION)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the trained motion in the registry as toy-MOTION."),
     seed: int = typer.Option(0, "--seed", help="Seed for the clips, the training and the video."),
@@ -65,6 +65,14 @@ def cmd_demo(
         f"frame 1: a {ff.color} {ff.shape} on a {ff.background} background - matches the prompt: {mark} "
         f"({result.first_frame_candidates[0]} of {result.first_frame_candidates[1]} text-to-image candidates did)",
     ]
+    c = result.content
+    if c is not None:
+        lines += [
+            f"content: frame 1's {c.shape} kept in {c.shape_kept:.2f} of the moving frames; prompted colours in "
+            f"{c.colour_kept:.2f} of frames; artefacts: {c.smudges} smudges in {c.smudged_frames} of "
+            f"{c.moving_frames} moving frames (colour purity {c.purity:.3f})",
+            f"verdict: {result.verdict}",
+        ]
     for key in ("mp4", "gif", "contact_sheet", "json"):
         lines.append(f"wrote {result.files[key]}")
     lines.append(f"kept '{result.name}' in the registry" if result.kept else f"removed '{result.name}' (use --keep to keep it)")

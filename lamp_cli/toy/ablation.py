@@ -9,10 +9,10 @@ colour pairs the clips never showed, with the full method and with one part remo
 - first frame     `clean_first_frame=False`: frame 1 is denoised with the others (same video UNet)
 - temporal conv   the adapter's `conv1d` kernels zeroed (the motion conv becomes the identity)
 
-Motion error: mean distance (px) between the object's measured centroid displacement and the
-motion's true one. Content fidelity: the fraction of frames in which simple image analysis reads
-the prompted object colour and background; shape kept: the fraction whose object reads as the
-prompted shape.
+Path error: mean distance (px) between the object's measured centroid displacement and the
+motion's true one. Colour kept: the fraction of frames in which simple image analysis reads the
+prompted object colour and background; shape kept: the fraction of frames 2.. whose object reads
+as the shape frame 1 shows; smudges: groups of off-palette pixels (`world.colour_purity`).
 """
 
 from __future__ import annotations
@@ -32,20 +32,45 @@ from ..models.base import BaseComponents, load_base
 from ..progress import Reporter, reporter_or_null
 from ..train import train_motion
 from . import world
-from .demo import DEMO_GUIDANCE, DEMO_LR, DEMO_SAMPLE_STEPS, FRAMES, check_motion, pick_first_frame
+from .demo import (
+    COLOUR_KEPT_MIN,
+    DEMO_GUIDANCE,
+    DEMO_LR,
+    DEMO_MIN_TIMESTEP,
+    DEMO_SAMPLE_STEPS,
+    DEMO_TRAIN_STEPS,
+    FRAMES,
+    PATH_ERROR_MAX,
+    SHAPE_KEPT_MIN,
+    check_content,
+    check_motion,
+    pick_first_frame,
+    verdict,
+    write_demo_clips,
+)
 
+DEFAULT_MOTIONS = ("slide_right", "rise", "grow")
 VARIANTS = ("full", "no shared noise", "no AdaIN", "no histogram match", "no first frame", "no temporal conv")
 
 
 @dataclass
 class Row:
+    """One motion and variant, over every seed's videos; spreads are the standard deviation of
+    the per-seed means (with one seed: of the videos)."""
+
     motion: str
     variant: str
-    motion_error: float  # px, mean over videos
-    content: float  # fraction of frames whose object colour and background read as the prompt
+    motion_error: float  # px, mean path error over videos
+    content: float  # colour kept: fraction of frames whose object colour and background read as the prompt
     first_frame: float  # fraction of videos whose frame 1 has the prompt's colours
     videos: int
-    shape: float = float("nan")  # fraction of frames whose object reads as the prompted shape
+    shape: float = float("nan")  # shape kept: fraction of frames 2.. that read as frame 1's shape
+    smudges: float = float("nan")  # smudges (world.colour_purity) per video, over frames 2..
+    motion_error_sd: float = 0.0
+    shape_sd: float = 0.0
+    content_sd: float = 0.0
+    seeds: int = 1
+    transfers: float = float("nan")  # fraction of videos whose verdict is a transfer
 
 
 def without_temporal_conv(adapter: Any) -> Any:
@@ -71,20 +96,97 @@ def unseen_targets(motion: str, n: int, seed: int) -> list[tuple[str, str, str]]
     return out
 
 
+def _train(components: Any, motion: str, picks: list[tuple[str, str, str]], *, steps: int, seed: int,
+           progress: Reporter) -> Any:
+    """Learn `motion` from the demo's clips (recipe and all), none showing a target's pair."""
+    import tempfile
+
+
+    with tempfile.TemporaryDirectory(prefix="lamp-ablation-") as tmp:
+        write_demo_clips(motion, Path(tmp), seed=seed, exclude=[(s, c) for s, c, _ in picks])
+        return train_motion(
+            tmp, f"ablation-{motion.replace('_', '-')}", base=components, steps=steps, frames=FRAMES,
+            stride=1, width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=seed, device="cpu",
+            checkpoint_every=0, force=True, publish=False, progress=progress, flip=motion in world.MIRROR_SAFE,
+            min_timestep=DEMO_MIN_TIMESTEP,
+        )
+
+
+def _videos(engine: Any, adapter: Any, motion: str, picks: list[tuple[str, str, str]], variants: Sequence[str], *,
+            seed: int, sample_steps: int, progress: Reporter) -> list[dict[str, Any]]:
+    """Every variant's video of every target, measured: one dict per video."""
+    size = world.SIZE
+    no_conv = without_temporal_conv(adapter)
+    # One first frame per target, shared by every variant that uses one.
+    firsts = {
+        t: pick_first_frame(engine, world.caption(*t), motion, seed=seed + 100 * k, steps=sample_steps)[0]
+        for k, t in enumerate(picks)
+    }
+    out = []
+    for variant in variants:
+        for k, t in enumerate(picks):
+            clean_first = variant != "no first frame"
+            frames = engine.sample(
+                [(no_conv if variant == "no temporal conv" else adapter, 1.0)], world.caption(*t),
+                firsts[t] if clean_first else None,
+                frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed + k,
+                shared_noise=0.0 if variant == "no shared noise" else 0.2,
+                adain=variant != "no AdaIN",
+                histogram_match=variant != "no histogram match",
+                clean_first_frame=clean_first,
+            ).frames
+            check = check_motion(frames, motion)
+            # frame 1's shape: the given image's; without one, the prompt's
+            content = check_content(frames, t, shape=world.read_frame(firsts[t]).shape if clean_first else None)
+            out.append({"motion": motion, "variant": variant, "seed": seed, "target": t,
+                        "error_px": check.error, "velocity": check.velocity, "colour_kept": content.colour_kept,
+                        "shape": content.shape, "shape_kept": content.shape_kept, "smudges": content.smudges,
+                        "first_frame_colours": world.dominant_colors(frames[0]) == (t[1], t[2]),
+                        "verdict": verdict(check, content)})
+            progress.advance(1)
+    return out
+
+
+def _row(motion: str, variant: str, videos: list[dict[str, Any]]) -> Row:
+    """Aggregate one motion and variant: means over videos, spread over the seeds' means."""
+    mine = [v for v in videos if v["motion"] == motion and v["variant"] == variant]
+    seeds = sorted({v["seed"] for v in mine})
+
+    def stats(key: str) -> tuple[float, float]:
+        if len(seeds) == 1:  # one seed: the spread over its videos (targets and sampling seeds)
+            finite = [v[key] for v in mine if np.isfinite(v[key])]
+            return (float(np.mean(finite)) if finite else float("nan"),
+                    float(np.std(finite)) if len(finite) > 1 else 0.0)
+        per_seed = [np.nanmean([v[key] for v in mine if v["seed"] == s]) if any(
+            np.isfinite(v[key]) for v in mine if v["seed"] == s) else np.nan for s in seeds]
+        finite = [x for x in per_seed if np.isfinite(x)]
+        return (float(np.mean(finite)) if finite else float("nan"),
+                float(np.std(finite)) if len(finite) > 1 else 0.0)
+
+    err, err_sd = stats("error_px")
+    shape, shape_sd = stats("shape_kept")
+    colour, colour_sd = stats("colour_kept")
+    return Row(motion, variant, err, colour, float(np.mean([v["first_frame_colours"] for v in mine])), len(mine),
+               shape, float(np.mean([v["smudges"] for v in mine])), err_sd, shape_sd, colour_sd, len(seeds),
+               float(np.mean([v["verdict"].startswith("transfer") for v in mine])))
+
+
 def run_ablation(
-    motions: Sequence[str] = ("slide_right", "rise"),
+    motions: Sequence[str] = DEFAULT_MOTIONS,
     *,
-    train_steps: int = 300,
-    targets: int = 4,
+    train_steps: int = DEMO_TRAIN_STEPS,
+    targets: int = 3,
     seed: int = 0,
+    seeds: int = 1,
     sample_steps: int = DEMO_SAMPLE_STEPS,
     base: Any = "toy",
     variants: Sequence[str] = VARIANTS,
     progress: Reporter | None = None,
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Rows of the ablation table and a record (timings, settings, per-video numbers)."""
-    import tempfile
+    """Rows of the ablation table and a record (timings, settings, per-video numbers).
 
+    Each of `seeds` seeds (from `seed`) learns each motion once, from its own clips, and
+    generates its own `targets` unseen pairs with every variant."""
 
     for m in motions:
         if m not in world.MOTIONS:
@@ -92,76 +194,52 @@ def run_ablation(
     for v in variants:
         if v not in VARIANTS:
             raise InvalidInput(f"unknown variant '{v}'", hint=f"choose from: {', '.join(VARIANTS)}")
+    if seeds < 1 or targets < 1:
+        raise InvalidInput("--seeds and --targets must be at least 1")
     progress = reporter_or_null(progress)
     components = base if isinstance(base, BaseComponents) else load_base(str(base))
     engine = Engine(components, first_frame_model="base")
-    rows: list[Row] = []
     record: dict[str, Any] = {"train_steps": train_steps, "sample_steps": sample_steps, "guidance": DEMO_GUIDANCE,
-                              "seed": seed, "videos": [], "train_seconds": {}}
-    size = world.SIZE
+                              "seed": seed, "seeds": seeds, "videos": [], "train_seconds": {}}
     t_start = time.perf_counter()
     for motion in motions:
-        picks = unseen_targets(motion, targets, seed)
-        with tempfile.TemporaryDirectory(prefix="lamp-ablation-") as tmp:
-            world.write_clips(motion, Path(tmp), n=8, seed=seed, frames=FRAMES, exclude=[(s, c) for s, c, _ in picks])
+        for s in range(seed, seed + seeds):
+            picks = unseen_targets(motion, targets, s)
             t0 = time.perf_counter()
-            trained = train_motion(
-                tmp, f"ablation-{motion.replace('_', '-')}", base=components, steps=train_steps, frames=FRAMES,
-                stride=1, width=size, height=size, lr=DEMO_LR, seed=seed, device="cpu", checkpoint_every=0,
-                force=True, publish=False, progress=progress, flip=motion in world.MIRROR_SAFE,
-            )
-            record["train_seconds"][motion] = round(time.perf_counter() - t0, 1)
-        adapter = trained.adapter
-        no_conv = without_temporal_conv(adapter)
-        # One first frame per target, shared by every variant that uses one.
-        firsts = {
-            t: pick_first_frame(engine, world.caption(*t), motion, seed=seed + 100 * k, steps=sample_steps)[0]
-            for k, t in enumerate(picks)
-        }
-        progress.start(f"ablation {motion}", len(variants) * len(picks))
-        for variant in variants:
-            errors, contents, ffs, shapes = [], [], [], []
-            for k, t in enumerate(picks):
-                prompt = world.caption(*t)
-                kw = dict(frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE,
-                          seed=seed + k)
-                clean_first = variant != "no first frame"
-                frames = engine.sample(
-                    [(no_conv if variant == "no temporal conv" else adapter, 1.0)], prompt,
-                    firsts[t] if clean_first else None,
-                    shared_noise=0.0 if variant == "no shared noise" else 0.2,
-                    adain=variant != "no AdaIN",
-                    histogram_match=variant != "no histogram match",
-                    clean_first_frame=clean_first,
-                    **kw,
-                ).frames
-                check = check_motion(frames, motion)
-                readings = [world.read_frame(f) for f in frames]
-                content = float(np.mean([(r.color, r.background) == t[1:] for r in readings]))
-                shape = float(np.mean([r.shape == t[0] for r in readings]))
-                errors.append(check.error)
-                contents.append(content)
-                shapes.append(shape)
-                ffs.append((readings[0].color, readings[0].background) == t[1:])
-                record["videos"].append({"motion": motion, "variant": variant, "target": t,
-                                         "error_px": check.error, "content": content, "shape": shape,
-                                         "velocity": check.velocity})
-                progress.advance(1)
-            rows.append(Row(motion, variant, float(np.nanmean(errors)), float(np.mean(contents)),
-                            float(np.mean(ffs)), len(picks), float(np.mean(shapes))))
-        progress.finish()
+            trained = _train(components, motion, picks, steps=train_steps, seed=s, progress=progress)
+            record["train_seconds"][f"{motion}/{s}"] = round(time.perf_counter() - t0, 1)
+            progress.start(f"ablation {motion} seed {s}", len(variants) * len(picks))
+            record["videos"] += _videos(engine, trained.adapter, motion, picks, variants, seed=s,
+                                        sample_steps=sample_steps, progress=progress)
+            progress.finish()
+    rows = [_row(m, v, record["videos"]) for m in motions for v in variants]
     record["seconds"] = round(time.perf_counter() - t_start, 1)
     return rows, record
 
 
+def verdict_line(row: Row) -> str:
+    """One line for a motion's full method: its means against the bars `lamp demo` applies."""
+    faults = []
+    if not row.motion_error <= PATH_ERROR_MAX:
+        faults.append(f"path error {row.motion_error:.1f} px > {PATH_ERROR_MAX:g}")
+    if not row.shape >= SHAPE_KEPT_MIN:
+        faults.append(f"shape kept {row.shape:.2f} < {SHAPE_KEPT_MIN:g}")
+    if not row.content >= COLOUR_KEPT_MIN:
+        faults.append(f"colour kept {row.content:.2f} < {COLOUR_KEPT_MIN:g}")
+    head = "no transfer: " + "; ".join(faults) if faults else (
+        f"transfer: path error {row.motion_error:.1f} px, shape kept {row.shape:.2f}, colour kept {row.content:.2f}")
+    return f"{head} ({row.smudges:.1f} smudges per video; {row.transfers:.0%} of {row.videos} videos pass on their own)"
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The ablation as a markdown table (one row per motion and variant)."""
+    """The ablation as a markdown table (one row per motion and variant; ± the spread over seeds)."""
     lines = [
-        "| motion | variant | motion error (px) ↓ | content fidelity (colours) ↑ | shape kept ↑ "
-        "| frame 1 colours right ↑ | videos |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| motion | variant | path error (px) ↓ | shape kept ↑ | colour kept ↑ | smudges / video ↓ "
+        "| frame 1 colours right ↑ | transfers ↑ | videos (seeds) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.motion} | {r.variant} | {r.motion_error:.2f} | {r.content:.2f} | {r.shape:.2f} "
-                     f"| {r.first_frame:.2f} | {r.videos} |")
+        lines.append(f"| {r.motion} | {r.variant} | {r.motion_error:.2f} ± {r.motion_error_sd:.2f} "
+                     f"| {r.shape:.2f} ± {r.shape_sd:.2f} | {r.content:.2f} ± {r.content_sd:.2f} | {r.smudges:.1f} "
+                     f"| {r.first_frame:.2f} | {r.transfers:.2f} | {r.videos} ({r.seeds}) |")
     return "\n".join(lines)

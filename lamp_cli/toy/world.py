@@ -257,8 +257,12 @@ def random_clip(
     pairs: Sequence[tuple[str, str, str]] | None = None,
     radius: tuple[float, float] = (7.0, 11.0),
     margin: float = 2.0,
+    upright: bool = False,
 ) -> ClipSpec:
-    """A clip of `motion` with a random shape/colour/background and a start that keeps it in view."""
+    """A clip of `motion` with a random shape/colour/background and a start that keeps it in view.
+
+    `upright`: the shape starts at angle 0 (as the toy base draws them) instead of turned at random.
+    """
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; choose from {', '.join(MOTIONS)}")
     base = random_scene(rng, pairs=pairs, radius=radius, margin=margin)
@@ -272,7 +276,7 @@ def random_clip(
     if lo_x > hi_x or lo_y > hi_y:
         raise ValueError(f"{frames} frames of {motion} do not fit in {SIZE} px at radius {r:.1f}")
     start = replace(base, cx=float(rng.uniform(lo_x, hi_x)), cy=float(rng.uniform(lo_y, hi_y)))
-    return ClipSpec(motion, start, frames)
+    return ClipSpec(motion, replace(start, angle=0.0) if upright else start, frames)
 
 
 def make_clips(
@@ -282,10 +286,13 @@ def make_clips(
     *,
     frames: int = 16,
     exclude: Iterable[tuple[str, str]] = (),
+    upright: bool = False,
+    radius: tuple[float, float] = (7.0, 11.0),
 ) -> list[ClipSpec]:
     """`n` clips of one motion, each a different random (shape, colour) pair not in `exclude`.
 
     `exclude` holds (shape, colour) pairs kept out of the clips (the demo generates one of them).
+    `upright` and `radius` as `random_clip`'s (circumradius range, px).
     """
     rng = np.random.default_rng(seed)
     banned = set(exclude)
@@ -300,7 +307,7 @@ def make_clips(
         if (t[0], t[1]) in seen:  # each clip a different shape/colour pair
             continue
         seen.add((t[0], t[1]))
-        clips.append(random_clip(motion, rng, frames=frames, pairs=[t]))
+        clips.append(random_clip(motion, rng, frames=frames, pairs=[t], upright=upright, radius=radius))
         if len(clips) == n:
             break
     return clips
@@ -327,12 +334,15 @@ def write_clips(
     fps: float = 8.0,
     fmt: str = "mp4",
     exclude: Iterable[tuple[str, str]] = (),
+    upright: bool = False,
+    radius: tuple[float, float] = (7.0, 11.0),
 ) -> list[tuple[Path, ClipSpec]]:
     """Write `n` clips of `motion` as `clip_XX.<fmt>` with `clip_XX.txt` captions beside them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out: list[tuple[Path, ClipSpec]] = []
-    for i, spec in enumerate(make_clips(motion, n, seed, frames=frames, exclude=exclude)):
+    for i, spec in enumerate(make_clips(motion, n, seed, frames=frames, exclude=exclude, upright=upright,
+                                        radius=radius)):
         path = folder / f"clip_{i:02d}.{fmt}"
         _write_video(render_clip(spec), path, fps)
         path.with_suffix(".txt").write_text(spec.caption + "\n", encoding="utf-8")
@@ -474,11 +484,65 @@ def shape_scores(mask: np.ndarray, angle_step: float = 6.0) -> dict[str, float]:
     return scores
 
 
-def classify_shape(frame: np.ndarray) -> str:
-    """The world shape whose template best overlaps the frame's object (rotation-invariant)."""
-    mask = _largest_component(object_mask(frame))
-    scores = shape_scores(mask)
-    return max(scores, key=scores.__getitem__)
+# Colour purity: a flat-coloured object on a plain background has only two colours and, at its
+# anti-aliased edge, mixtures of them. A pixel far (Euclidean RGB) from every mixture of the two
+# is an artefact: the "dark smudges" a video's frames can show. On rendered frames none is; on the
+# toy VAE's round trips of world images the largest distance of any pixel is ~30.
+OFF_PALETTE_TOLERANCE = 60.0
+SMUDGE_MIN_PIXELS = 4  # a smudge: a 4-connected group of off-palette pixels at least this large
+
+
+def off_palette(frame: np.ndarray, color: Sequence[float], background: Sequence[float],
+                tolerance: float = OFF_PALETTE_TOLERANCE) -> np.ndarray:
+    """H×W bool: pixels farther than `tolerance` from every mixture of `color` and `background`."""
+    px = frame.astype(np.float64).reshape(-1, 3)
+    a = np.asarray(background, np.float64)
+    d = np.asarray(color, np.float64) - a
+    t = np.clip((px - a) @ d / max(float(d @ d), 1e-9), 0.0, 1.0)
+    dist = np.linalg.norm(px - (a + t[:, None] * d), axis=1)
+    return (dist > tolerance).reshape(frame.shape[:2])
+
+
+def _components(mask: np.ndarray) -> list[int]:
+    """Sizes of a mask's 4-connected components."""
+    h, w = mask.shape
+    seen = np.zeros((h, w), bool)
+    sizes = []
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        stack, size = [(y, x)], 0
+        while stack:
+            cy, cx = stack.pop()
+            size += 1
+            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        sizes.append(size)
+    return sizes
+
+
+@dataclass
+class Purity:
+    """How clean one frame's colours are, given the two colours it should show."""
+
+    pure: float  # fraction of pixels that are the object colour, the background or a mixture
+    smudges: int  # groups of >= SMUDGE_MIN_PIXELS off-palette pixels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def colour_purity(frame: np.ndarray, color: str | Sequence[float], background: str | Sequence[float]) -> Purity:
+    """Colour purity and smudge count of a frame that should show `color` on `background`
+    (palette names or RGB)."""
+    fg = COLORS[color] if isinstance(color, str) else color
+    bg = COLORS[background] if isinstance(background, str) else background
+    off = off_palette(frame, fg, bg)
+    return Purity(pure=float(1.0 - off.mean()),
+                  smudges=sum(1 for n in _components(off) if n >= SMUDGE_MIN_PIXELS))
 
 
 @dataclass
