@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import BaseModelMissing, InvalidInput, NotFound
 from ..fsutil import TMP_PREFIX, atomic_write_text
+from .names import SD_PIPELINE_INDEX
 
 log = logging.getLogger("lamp")
 
@@ -358,14 +359,7 @@ def write_diffusers_folder(converted: dict[str, dict[str, Any]], family: str, co
     shutil.copyfile(sched if sched.is_file() else SD1_CONFIGS / "scheduler" / "scheduler_config.json",
                     dest / "scheduler" / "scheduler_config.json")
     _write_tokenizer(tokenizer, dest / "tokenizer")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-    }
+    index = SD_PIPELINE_INDEX
     (dest / "model_index.json").write_text(json.dumps(index, indent=2))
     (dest / "lamp_source.json").write_text(json.dumps({**source, "family": family, "format": CACHE_FORMAT}, indent=2))
 

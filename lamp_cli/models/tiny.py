@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .names import SD_PIPELINE_INDEX
+
 # The tiny UNet keeps SD-1.x's structure (cross-attention down/up blocks, a mid block with
 # attention, conv_shortcut where channels change, down/up samplers) at a fraction of its size.
 TINY_UNET_CONFIG: dict[str, Any] = {
@@ -169,14 +171,7 @@ def save_components(components: dict[str, Any], folder: str | Path) -> Path:
         components[sub].save_pretrained(folder / sub, safe_serialization=True)
     components["tokenizer"].save_pretrained(folder / "tokenizer")
     components["scheduler"].save_pretrained(folder / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-    }
+    index = SD_PIPELINE_INDEX
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
 
