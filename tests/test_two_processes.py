@@ -64,16 +64,16 @@ def single_process_reference(clips: Path, base_dir: Path, *, lr: float, ranks_pe
     torch.manual_seed(3)  # attn_temp's q/k/v start random, from the seeded global generator
     vu = VideoUNet.from_unet2d(copy.deepcopy(base.unet)).freeze_base().train()
     params = [p for _, p in vu.trainable_parameters()]
-    optimizer = tr.make_optimizer(params, lr, "cpu")
+    optimizer = tr.loop.make_optimizer(params, lr, "cpu")
     scheduler = base.ddpm()
     num_t = int(scheduler.config.num_train_timesteps)
     for step, ranks in enumerate(ranks_per_step):
         losses = []
         for rank in range(ranks):
-            b = tr.draw_batch(tr.step_generator(3, rank, step), cache, frames=4, stride=1, num_train_timesteps=num_t)
+            b = tr.draw_batch(tr.data.step_generator(3, rank, step), cache, frames=4, stride=1, num_train_timesteps=num_t)
             losses.append(tr.diffusion_loss(vu, scheduler, b.latents, b.noise, torch.tensor([b.timestep]), text))
         (sum(losses) / ranks).backward()
-        torch.nn.utils.clip_grad_norm_(params, tr.MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(params, tr.loop.MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return {k: v.float() for k, v in extract(vu, None, dtype=torch.float32).tensors.items()}
@@ -91,7 +91,7 @@ def test_two_processes_train_in_sync_publish_once_and_split_gen(clips, capsys, m
             raise KeyboardInterrupt
         return real_loss(*args, **kw)
 
-    monkeypatch.setattr(tr, "diffusion_loss", interrupted_on_third_step)
+    monkeypatch.setattr(tr.loop, "diffusion_loss", interrupted_on_third_step)
     with pytest.raises(SystemExit) as e:
         main(["train", str(clips), "--name", "sq", "--base", str(tiny_base_dir), "--steps", "4", "--lr", "1e-3", *TINY])
     assert e.value.code == 130, capsys.readouterr().err
