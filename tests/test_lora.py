@@ -5,7 +5,6 @@ layer are refused."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from motion_helpers import frames_of, publish_motion
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -71,33 +71,12 @@ def to_kohya(diffusers_file: Path, path: Path) -> Path:
     return path
 
 
-def publish_motion(base, name: str) -> None:
-    from lamp_cli.adapter import extract, make_metadata
-    from lamp_cli.models.base import architecture_of
-    from lamp_cli.models.video_unet import VideoUNet
-    from lamp_cli.registry import Registry
-
-    vu = VideoUNet.from_unet2d(copy.deepcopy(base.unet))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in vu.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    md = make_metadata(name=name, base_spec="tiny", base_fingerprint=base.fingerprint,
-                       architecture=architecture_of(dict(base.unet.config)), frames=4, width=32, height=32,
-                       train={"steps": 0})
-    Registry().publish_adapter(extract(vu, base.unet, metadata=md))
-
-
-def frames_of(folder: Path) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))])
-
-
 @pytest.fixture
 def setup(tiny_base_dir, tiny_base, tmp_path):
     rng = np.random.default_rng(0)
     photo = tmp_path / "photo.png"
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
-    publish_motion(tiny_base, "wiggle")
+    publish_motion(tiny_base, "wiggle", seed=1)
     lora = make_lora(tiny_base_dir, tmp_path / "style.safetensors")
     return ["animate", str(photo), "-m", "wiggle", "--base", str(tiny_base_dir), *SMALL], lora
 
