@@ -4,44 +4,28 @@ timing and memory, not quality. Nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..models.base import BaseComponents
+from ..models.single_file import SD1_CONFIGS
 from ..models.tiny import SD_SCHEDULER_CONFIG, tiny_tokenizer
 
-# SD-1.x's UNet (diffusers' defaults are SD's except the text width).
-SD1_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "layers_per_block": 2,
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
-# SD-1.x's VAE and CLIP ViT-L/14 text encoder.
-SD1_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "block_out_channels": (128, 256, 512, 512),
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-}
-SD1_TEXT_CONFIG: dict[str, Any] = {
-    "hidden_size": 768,
-    "intermediate_size": 3072,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "max_position_embeddings": 77,
-    "projection_dim": 768,
-}
+
+def _shipped_config(component: str, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The SD-1.x component config lamp ships for single-file bases (`models/sd1/`), as keyword
+    arguments: one description of the architecture for conversion and benchmarks alike."""
+    doc = json.loads((SD1_CONFIGS / component / "config.json").read_text("utf-8"))
+    return {k: v for k, v in doc.items() if not k.startswith("_") and k not in drop}
+
+
+SD1_UNET_CONFIG: dict[str, Any] = _shipped_config("unet")
+SD1_VAE_CONFIG: dict[str, Any] = _shipped_config("vae")
+# CLIP ViT-L/14's text encoder; the vocabulary and special tokens come from the tokenizer in use.
+SD1_TEXT_CONFIG: dict[str, Any] = _shipped_config(
+    "text_encoder", drop=("architectures", "model_type", "vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+)
 SD1_RANDOM_SPEC = "sd1 (random weights)"
 
 
