@@ -9,10 +9,9 @@ its source: `--steps 0`, `LAMP_STEPS=0`, `steps = 0 in /path/config.toml`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +91,8 @@ def check_motion_weight(spec: str, weight: float) -> float:
 class SampleRequest:
     """Everything `Engine.sample` needs to make one video, besides the models and the first frame.
 
-    The sidecar of a video is this request serialised (`to_record`), plus what the engine
-    measured; `from_record` reads one back (`lamp gen --from-sidecar`).
+    The sidecar of a video records these values, plus what the engine measured
+    (`generate.py`); `resolve.sidecar_run` reads one back (`lamp gen --from-sidecar`).
     """
 
     prompt: str
@@ -135,27 +134,12 @@ class SampleRequest:
         for name, weight in self.motions:
             check_motion_weight(f"{name}:{weight}", weight)
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Engine.sample` (besides motions, prompt and first frame)."""
-        kw = {k: getattr(self, k) for k in (
-            "frames", "width", "height", "steps", "guidance", "negative", "seed", "shared_noise", "adain",
-            "adain_switch", "histogram_match", "first_frame_prompt")}
-        if self.overlap:
-            kw["overlap"] = self.overlap
-        return kw
-
     def to_json(self) -> dict[str, Any]:
         """The request as strict JSON (no NaN or infinity), sources included."""
         doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
         doc["motions"] = [list(m) for m in self.motions]
         doc["sources"] = dict(self.sources)
-        json.dumps(doc, allow_nan=False)
         return doc
-
-
-def strict_json(doc: Any) -> str:
-    """JSON text with no NaN or infinity (a value that is not finite is a bug, never written)."""
-    return json.dumps(doc, indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
 
 
 @dataclass(frozen=True)
@@ -229,7 +213,3 @@ class GenRequest:
         if not _finite("fps", self.fps, self.sources) > 0:
             raise InvalidInput(f"{_named('fps', self.fps, self.sources)}: fps must be positive")
 
-    def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["samples"] = [s.to_json() for s in self.samples]
-        return doc

@@ -7,9 +7,9 @@ command that makes it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +45,7 @@ def not_found(name: str) -> MotionNotFound:
     recipes = {r.replace("_", "-"): r for r in recipe_names()}
     if key in recipes:
         hints.append(f"train it from your clips with `lamp train CLIPS --recipe {recipes[key]} --name {name}`")
-    folders = {k: v for k, v in OFFICIAL_MOTIONS.items()}
+    folders = dict(OFFICIAL_MOTIONS)
     folders.update({v.replace("_", "-"): v for v in OFFICIAL_MOTIONS.values()})
     if key in folders:
         hints.append(f"import the released LAMP motion with "
@@ -88,11 +88,12 @@ def load_motions(specs: Sequence[tuple[str, float]], registry: Registry | None =
 # --------------------------------------------------------------------------------------------
 # Sampling requests: `lamp gen`, `lamp animate`, `lamp gen --from-sidecar`
 # --------------------------------------------------------------------------------------------
-# Options of gen/animate that are settings (config.toml, LAMP_<KEY>): option key -> setting key.
+# Options of gen/animate that are settings (config.toml, LAMP_<KEY>), by their setting key.
 SAMPLE_SETTINGS = ("frames", "width", "height", "steps", "guidance", "shared_noise", "fps", "base", "device", "dtype")
 STOP_WORDS = frozenset({"a", "an", "the", "on", "of", "in", "and", "with", "to", "is"})
 
 
+@functools.cache
 def toy_words() -> frozenset[str]:
     """The words the toy base's tokenizer knows as whole words (read from its tokenizer file)."""
     path = builtin_dir("toy") / "tokenizer" / "tokenizer.json"
@@ -187,8 +188,8 @@ def gen_request(
         prompts = [first.prompt or from_name or "a video"]
         image_note = "the motion's training prompt" if first.prompt else "taken from the image's file name; pass --prompt"
     first_frame_model = cli.get("first_frame_model")
-    if base == "toy" and first_frame_model is None and os.environ.get("LAMP_FIRST_FRAME_MODEL") is None \
-            and "first_frame_model" not in layers.config:
+    ff = settings.resolve("first_frame_model", first_frame_model, config=layers.config)
+    if base == "toy" and ff.source == "default":
         first_frame_model = "base"  # the toy base makes its own first frames (no SDXL warning)
     sample_fields = {k: values[k] for k in ("frames", "width", "height", "steps", "guidance", "shared_noise")}
     samples = []
