@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,20 @@ def make_output_folder(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)  # an OSError here names the path (NotADirectoryError, ...)
     logging.getLogger("lamp").info("created folder %s", top if top == folder else f"{top} (and {folder})")
     return folder
+
+
+def writer_alive(tmp: Path) -> bool:
+    """Whether the process that named this temp file (`.tmp-<file>.<pid>.<random>`) still runs."""
+    m = re.match(rf"{re.escape(TMP_PREFIX)}.*\.(\d+)\.[^.]*$", tmp.name)
+    if not m:
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists, owned by someone else (or unknowable): keep it
+    return True

@@ -50,7 +50,14 @@ from .adapter import (
     summarize_header,
 )
 from .errors import InvalidInput, LampError, MotionNotFound, NameTaken, NotFound, RegistryError
-from .fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, atomic_writer, make_output_folder
+from .fsutil import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    atomic_write_text,
+    atomic_writer,
+    make_output_folder,
+    writer_alive,
+)
 from .jsonio import dumps_strict, loads_strict
 from .settings import DEFAULT_LOCK_TIMEOUT, lamp_home  # noqa: F401 (re-exported)
 from .settings import lock_timeout as lock_timeout_setting
@@ -195,28 +202,11 @@ def _manifest_text(m: Manifest) -> str:
     return dumps_strict(d, what=f"the manifest of '{m.name}'", indent=2, sort_keys=True) + "\n"
 
 
-def _writer_alive(tmp: Path) -> bool:
-    """Whether the process that named this temp file (`.tmp-<file>.<pid>.<random>`) still runs."""
-    m = re.match(rf"{re.escape(TMP_PREFIX)}.*\.(\d+)\.[^.]*$", tmp.name)
-    if not m:
-        return False
-    pid = int(m.group(1))
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists, owned by someone else (or unknowable): keep it
-    return True
-
-
 def _stale_temp(tmp: Path, mtime: float, now: float) -> bool:
     """A temp file gc may remove: untouched for a minute and its writer gone, or untouched for a day
     (a writer rewrites its temp file continuously, and a pid may be reused by another process)."""
     age = now - mtime
-    return age > STALE_TMP_DAY_SECONDS or (age > STALE_TMP_SECONDS and not _writer_alive(tmp))
+    return age > STALE_TMP_DAY_SECONDS or (age > STALE_TMP_SECONDS and not writer_alive(tmp))
 
 
 def _hash_file(path: Path) -> str:

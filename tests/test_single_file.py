@@ -175,3 +175,20 @@ def test_doctor_reports_a_single_file_base_and_its_conversion(tiny_base_dir, tmp
 
     folder = resolve_base_path(str(ckpt))  # converts
     assert model_status("base", str(ckpt))["detail"].endswith(str(folder))
+
+
+def test_gc_keeps_a_conversion_still_being_written_and_removes_an_abandoned_one():
+    """A conversion's temp folder names its process: gc leaves a live writer's folder alone."""
+    import os
+    import time
+
+    root = single_file.cache_root()
+    live = root / f".tmp-{'a' * 16}.{os.getpid()}.x1"
+    dead = root / f".tmp-{'b' * 16}.999999999.x2"
+    for p in (live, dead):
+        (p / "unet").mkdir(parents=True)
+        (p / "unet" / "w.bin").write_bytes(b"0" * 10)
+        old = time.time() - 600
+        os.utime(p, (old, old))
+    removed, _ = single_file.gc_conversions()
+    assert removed == [str(dead)] and live.is_dir() and not dead.exists()

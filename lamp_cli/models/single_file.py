@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BaseModelMissing, InvalidInput, NotFound
-from ..fsutil import TMP_PREFIX, atomic_write_text
+from ..fsutil import TMP_PREFIX, atomic_write_text, writer_alive
 from .names import SD_PIPELINE_INDEX
 
 log = logging.getLogger("lamp")
@@ -399,7 +399,7 @@ def converted_folder(path: str | Path, builtin: Builtin | None = None) -> tuple[
     family, configs, converted = match_family(sd, what, builtin)
     del sd
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{sha[:16]}.", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{sha[:16]}.{os.getpid()}.", dir=dest.parent))
     try:
         write_diffusers_folder(converted, family, configs, tmp,
                                {"path": str(path.resolve()), "sha256": sha, "size": path.stat().st_size})
@@ -462,7 +462,9 @@ def gc_conversions(*, dry_run: bool = False, stale_seconds: float = 60.0) -> tup
     now = time.time()
     for p in root.glob(f"{TMP_PREFIX}*"):
         try:
-            if now - p.stat().st_mtime <= stale_seconds:
+            age = now - p.stat().st_mtime
+            # a conversion in progress keeps its folder (its pid is in the name), up to a day
+            if age <= stale_seconds or (age <= 86400 and writer_alive(p)):
                 continue
         except FileNotFoundError:
             continue
