@@ -120,6 +120,7 @@ class Engine:
         offload: bool = False,
         first_frame_model: str | None = None,
         loras: Any = None,
+        first_frame_round_trip: bool = False,
     ):
         import torch
 
@@ -157,6 +158,8 @@ class Engine:
             self._unet_call = torch.compile(self.video_unet)
         self.compiled = compile
         self.first_frame_model = first_frame_model
+        # True only to replay a video made before the base's own first-frame latent was kept
+        self.first_frame_round_trip = first_frame_round_trip
         self._first_frames: Any = None  # first_frame.FirstFrameGenerator, built on first use
         self._applied: tuple[tuple[str, float], ...] = ()
         self.load_seconds = time.perf_counter() - t0
@@ -223,7 +226,9 @@ class Engine:
     def first_frames(self) -> Any:
         """The text-to-image first-frame generator (SDXL by default, else this base), cached."""
         if self._first_frames is None:
-            self._first_frames = FirstFrameGenerator(self.base, self.place, model=self.first_frame_model)
+            self._first_frames = FirstFrameGenerator(
+                self.base, self.place, model=self.first_frame_model, round_trip=self.first_frame_round_trip
+            )
         return self._first_frames
 
     def _first_frame_latent(
@@ -253,10 +258,13 @@ class Engine:
                 raise InvalidInput(f"first-frame latent has shape {tuple(z.shape)}, expected {expected}")
             return z.to(self.device), None, {"source": "latent"}
         if first_frame is None:
-            image, info = self.first_frames()(
+            made = self.first_frames()(
                 prompt, width=width, height=height, steps=steps, negative=negative, seed=seed, progress=progress
             )
-            info = {"source": "text-to-image", **info}
+            image, info = made.image, {"source": "text-to-image", **made.info, "vae_round_trip": made.latent is None}
+            if made.latent is not None:  # drawn by this base: its latent as it is, no VAE round trip
+                info["sha256"] = image_digest(image)
+                return made.latent.to(self.device), image, info
         elif isinstance(first_frame, (str, Path)):
             image = load_image(first_frame)
             info = {"source": "image", "path": str(Path(first_frame).resolve())}

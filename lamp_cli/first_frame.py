@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,7 +79,19 @@ def denoise_2d(
     return latents
 
 
-def base_text_to_image(
+@dataclass
+class FirstFrame:
+    """A text-to-image first frame: the image, how it was made, and, when the video's own base
+    drew it, its clean latent (1×4×h×w). The engine starts the video from that latent as it is:
+    decoding and encoding it again would put frame 1 through a lossy VAE round trip (on the toy
+    base it turns small stars into discs, docs/method.md)."""
+
+    image: np.ndarray
+    info: dict[str, Any]
+    latent: torch.Tensor | None = None
+
+
+def base_text_to_latent(
     base: BaseComponents,
     place: Placement,
     prompt: str,
@@ -90,8 +103,8 @@ def base_text_to_image(
     negative: str = "",
     guidance: float = FIRST_FRAME_GUIDANCE,
     progress: Reporter | None = None,
-) -> np.ndarray:
-    """A W×H×3 uint8 image from the base model: plain DDIM text-to-image."""
+) -> torch.Tensor:
+    """A clean 1×4×h×w latent from the base model: plain DDIM text-to-image."""
     import torch
 
     h, w = height // base.vae_scale_factor, width // base.vae_scale_factor
@@ -106,8 +119,18 @@ def base_text_to_image(
     with place.unet2d(base.unet) as unet:
         latents = denoise_2d(unet, latents, scheduler, scheduler.timesteps, embeds, guidance, progress)
     progress.finish()
+    return latents
+
+
+def decode_first_frame(base: BaseComponents, place: Placement, latent: torch.Tensor) -> np.ndarray:
+    """A 1×4×h×w latent as a W×H×3 uint8 image."""
     with place.on_device(base.vae):
-        return decode_latents(base.vae, latents[:, :, None], base.latent_scale)[0]  # (1,4,1,h,w) -> frame 0
+        return decode_latents(base.vae, latent[:, :, None], base.latent_scale)[0]  # (1,4,1,h,w) -> frame 0
+
+
+def base_text_to_image(base: BaseComponents, place: Placement, prompt: str, **kw: Any) -> np.ndarray:
+    """A W×H×3 uint8 image from the base model (`base_text_to_latent`'s keywords)."""
+    return decode_first_frame(base, place, base_text_to_latent(base, place, prompt, **kw))
 
 
 def image_to_image(
@@ -156,16 +179,18 @@ def image_to_image(
         with place.unet2d(base.unet) as unet:
             z = denoise_2d(unet, z, scheduler, timesteps, embeds, guidance, progress)
         progress.finish()
-    with place.on_device(base.vae):
-        return decode_latents(base.vae, z[:, :, None], base.latent_scale)[0]  # (1,4,1,h,w) -> frame 0
+    return decode_first_frame(base, place, z)
 
 
 class FirstFrameGenerator:
     """Text-to-image first frames with the configured model, or the base as a visible fallback."""
 
-    def __init__(self, base: BaseComponents, place: Placement, model: str | None = None):
+    def __init__(self, base: BaseComponents, place: Placement, model: str | None = None, *, round_trip: bool = False):
+        """`round_trip`: return no latent even where the base drew the frame, so that the video
+        starts from the image encoded again (as earlier versions did: replays of their sidecars)."""
         self.base = base
         self.place = place
+        self.round_trip = round_trip
         chosen = settings.resolve("first_frame_model", model)
         self.model = chosen.value
         extra = getattr(base, "extra", None) or {}
@@ -222,21 +247,22 @@ class FirstFrameGenerator:
         seed: int,
         negative: str = "",
         progress: Reporter | None = None,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """A W×H×3 uint8 first frame and a record of how it was made."""
+    ) -> FirstFrame:
+        """A W×H×3 uint8 first frame, a record of how it was made, and the base's latent when the
+        base drew it."""
         import torch
 
         image_seed = first_frame_seed(seed)
         info: dict[str, Any] = {"prompt": prompt, "seed": image_seed, "steps": steps, "guidance": FIRST_FRAME_GUIDANCE}
         pipe = self._pipeline()
         if pipe is None:
-            image = base_text_to_image(
+            latent = base_text_to_latent(
                 self.base, self.place, prompt, width=width, height=height, steps=steps, seed=image_seed,
                 negative=negative, progress=progress,
             )
             info["model"] = self.base.spec
             info["fallback"] = not self.uses_base()
-            return image, info
+            return FirstFrame(decode_first_frame(self.base, self.place, latent), info, None if self.round_trip else latent)
         progress = reporter_or_null(progress)
         progress.start("first frame", steps)
         gw, gh = native_size(width, height)
@@ -259,4 +285,4 @@ class FirstFrameGenerator:
         progress.finish()
         image = (np.clip(out.images[0], 0, 1) * 255).round().astype(np.uint8)
         info.update({"model": self.model, "fallback": False, "size": [gw, gh]})
-        return resize_center_crop(image, width, height), info
+        return FirstFrame(resize_center_crop(image, width, height), info)

@@ -205,6 +205,7 @@ class GenRequest:
     offload: bool = False
     overwrite: bool = False
     first_frame_model: str | None = None
+    first_frame_round_trip: bool = False  # replaying a sidecar from before the base's latent was kept
     loras: tuple[Any, ...] = ()  # lora.LoraSpec: image LoRAs fused into the base (`--lora`, setting `lora`)
     expect: Mapping[str, Any] = field(default_factory=dict, compare=False)  # digests to compare (sidecar)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -207,7 +207,8 @@ def gen_request(
         command=command, samples=tuple(samples), image=image, base=base, device=values["device"],
         dtype=values["dtype"], fps=float(values["fps"]), fmt=cli.get("fmt"), output=cli.get("output"), many=many,
         compile=bool(cli.get("compile")), offload=bool(cli.get("offload")), overwrite=bool(cli.get("overwrite")),
-        first_frame_model=first_frame_model, loras=tuple(resolve_loras(cli.get("lora"))),
+        first_frame_model=first_frame_model, first_frame_round_trip=bool(cli.get("first_frame_round_trip")),
+        loras=tuple(resolve_loras(cli.get("lora"))),
         expect=cli.get("expect") or {}, sources=dict(layers.sources),
     )
     return request, manifests
@@ -253,6 +254,8 @@ def sidecar_run(path: Path, opts: dict[str, Any]) -> dict[str, Any]:
         cli["expect"]["image_sha256"] = first.get("sha256")
     elif first.get("source") == "text-to-image":
         cli["first_frame_model"] = first.get("model")
+        # recorded since the base's own latent is kept; older videos encoded the image again
+        cli["first_frame_round_trip"] = bool(first.get("vae_round_trip", True))
     else:
         raise InvalidInput(
             f"{path}: its first frame was passed in by a program ({first.get('source')}), so it cannot be made again here"

@@ -17,7 +17,6 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -222,7 +221,14 @@ def cmd_toy(args: argparse.Namespace) -> None:
     from lamp_cli.models.base import load_base
     from lamp_cli.toy import world
     from lamp_cli.toy.ablation import unseen_targets
-    from lamp_cli.toy.demo import DEMO_GUIDANCE, DEMO_SAMPLE_STEPS, FRAMES, check_motion, pick_first_frame
+    from lamp_cli.toy.demo import (
+        DEMO_GUIDANCE,
+        DEMO_SAMPLE_STEPS,
+        FRAMES,
+        check_motion,
+        first_frame_input,
+        pick_first_frame,
+    )
 
     torch.set_num_threads(args.threads)
     source = MotionAdapter.load(args.motion)
@@ -242,7 +248,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
     motion = args.motion_name
     engine = Engine(load_base("toy"), first_frame_model="base")
     picks = unseen_targets(motion, args.targets, 0)
-    firsts = {t: pick_first_frame(engine, world.caption(*t), motion, seed=100 * k, steps=DEMO_SAMPLE_STEPS)[0]
+    firsts = {t: first_frame_input(pick_first_frame(engine, world.caption(*t), motion, seed=100 * k, steps=DEMO_SAMPLE_STEPS).first)
               for k, t in enumerate(picks)}
     print("| variant | file (kB) | × smaller | weights error | path error (px) | shape kept | content "
           "| path moved vs uncompressed (px) |")
@@ -268,25 +274,17 @@ def cmd_toy(args: argparse.Namespace) -> None:
 
 def cmd_train_toy(args: argparse.Namespace) -> None:
     """Train the toy motion the `toy` and `spectrum` runs reuse (as `lamp bench toy` trains)."""
-    import tempfile
-
     from lamp_cli.models.base import load_base
-    from lamp_cli.toy import world
     from lamp_cli.toy.ablation import unseen_targets
-    from lamp_cli.toy.demo import DEMO_LR, FRAMES
-    from lamp_cli.train import train_motion
+    from lamp_cli.toy.demo import learn_motion
 
     torch.set_num_threads(args.threads)
     motion = args.motion_name
     picks = unseen_targets(motion, 4, 0)
-    with tempfile.TemporaryDirectory() as tmp:
-        world.write_clips(motion, Path(tmp), n=8, seed=0, frames=FRAMES, exclude=[(s, c) for s, c, _ in picks])
-        t0 = time.time()
-        trained = train_motion(
-            tmp, "toy-" + motion.replace("_", "-"), base=load_base("toy"), steps=args.steps, frames=FRAMES,
-            stride=1, width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=0, device="cpu", checkpoint_every=0,
-            force=True, publish=False, flip=motion in world.MIRROR_SAFE, adapter_dtype="fp32",
-        )
+    t0 = time.time()
+    trained, _ = learn_motion(load_base("toy"), motion, "toy-" + motion.replace("_", "-"), seed=0,
+                              exclude=[(s, c) for s, c, _ in picks], steps=args.steps, publish=False,
+                              adapter_dtype="fp32")
     trained.adapter.save(args.out)
     print(f"trained {args.steps} steps in {time.time() - t0:.0f} s, final loss {trained.final_loss:.4f}: {args.out}")
 

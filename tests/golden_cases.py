@@ -125,5 +125,6 @@ def record(work: Path) -> None:
     hashes, sidecars = run_all(work)
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / "hashes.json").write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
+    (DATA / "replays.json").write_text(json.dumps({k: hashes[k] for k in sidecars}, indent=2, sort_keys=True) + "\n")
     for key, path in sidecars.items():
         shutil.copy(path, DATA / f"{key}.sidecar.json")

@@ -358,6 +358,24 @@ def test_text_to_image_first_frame_falls_back_to_the_base_with_a_warning(engine,
     assert np.array_equal(res.frames, again.frames)
 
 
+def test_a_first_frame_the_base_draws_starts_the_video_without_a_vae_round_trip(engine, tiny_base, motion):
+    """Frame 1 is the image the base drew (its latent kept), not that image encoded and decoded again;
+    `first_frame_round_trip` (replaying an earlier version's sidecar) encodes it again, as before."""
+    kw = dict(frames=3, steps=2, seed=4, histogram_match=False, **SIZE)
+    made = engine.first_frames()("a horse runs", width=64, height=64, steps=2, seed=4)
+    assert made.latent is not None and made.latent.shape == (1, 4, 8, 8)
+    res = engine.sample([(motion, 1.0)], "a horse runs", None, **kw)
+    assert res.record["first_frame"]["vae_round_trip"] is False
+    assert np.abs(res.frames[0].astype(int) - made.image).max() <= 1
+    old = eng.Engine(tiny_base, first_frame_round_trip=True)
+    again = old.sample([(motion, 1.0)], "a horse runs", None, **kw)
+    assert again.record["first_frame"]["vae_round_trip"] is True
+    z = smp.encode_first_frame(engine.base.vae, made.image, 64, 64, engine.base.latent_scale)
+    trip = smp.decode_latents(engine.base.vae, z[:, :, None], engine.base.latent_scale)[0]
+    assert np.abs(again.frames[0].astype(int) - trip).max() <= 1
+    assert np.abs(trip.astype(int) - made.image).max() > 1  # the tiny VAE's round trip is lossy
+
+
 def test_image_to_image_strength(engine, first_image):
     from lamp_cli.first_frame import image_to_image
 

@@ -314,8 +314,10 @@ class _CannedFirstFrames:
         self.scenes = scenes
 
     def first_frames(self):
+        from lamp_cli.first_frame import FirstFrame
+
         def draw(prompt, *, width, height, steps, seed):
-            return world.render(self.scenes[seed]), {}
+            return FirstFrame(world.render(self.scenes[seed]), {})
 
         return draw
 
@@ -323,18 +325,22 @@ class _CannedFirstFrames:
 def test_pick_first_frame_keeps_a_candidate_that_shows_the_prompt_then_the_one_with_most_room() -> None:
     from lamp_cli.toy.demo import pick_first_frame
 
-    scenes = {s: world.Scene("circle", "red", "green", 14.0, 32.0, 9.0) for s in range(8)}  # wrong shape, room
-    scenes[5] = world.Scene("square", "red", "green", 40.0, 32.0, 9.0)  # right, little room
-    scenes[6] = world.Scene("square", "red", "green", 30.0, 32.0, 9.0)  # right, more room
+    scenes = {s: world.Scene("circle", "red", "green", 14.0, 32.0, 9.0) for s in range(32)}  # wrong shape, room
+    scenes[5] = world.Scene("square", "red", "green", 40.0, 32.0, 9.0)  # right, no room for 30 px
+    scenes[6] = world.Scene("square", "red", "green", 20.0, 32.0, 9.0)  # right, room
     engine = _CannedFirstFrames(scenes)
-    image, seed, matching = pick_first_frame(engine, "a red square on a green background", "slide_right",
-                                             seed=0, steps=1)
-    assert (seed, matching) == (6, 2)
-    assert world.read_frame(image).matches("square", "red", "green")
-    # no candidate shows the prompt: the one with most room, and none counted
-    _, seed, matching = pick_first_frame(engine, "a blue cross on a green background", "slide_right",
-                                         seed=0, steps=1)
-    assert (seed, matching) == (0, 0)
+    pick = pick_first_frame(engine, "a red square on a green background", "slide_right", seed=0, steps=1)
+    assert (pick.seed, pick.matching, pick.drawn) == (6, 2, 8)
+    assert world.read_frame(pick.first.image).matches("square", "red", "green")
+    # no candidate shows the prompt: more are drawn (up to 32), then the one with most room, and none counted
+    pick = pick_first_frame(engine, "a blue cross on a green background", "slide_right", seed=0, steps=1)
+    assert (pick.seed, pick.matching, pick.drawn) == (6, 0, 32)
+    # none of the first 8 fits the motion: more are drawn until one does, and that one is kept
+    scenes = {s: world.Scene("square", "red", "green", 44.0, 32.0, 9.0) for s in range(32)}  # no room
+    scenes[11] = world.Scene("square", "red", "green", 16.0, 32.0, 9.0)
+    pick = pick_first_frame(_CannedFirstFrames(scenes), "a red square on a green background", "slide_right",
+                            seed=0, steps=1)
+    assert (pick.seed, pick.matching, pick.drawn) == (11, 12, 12)
 
 
 def test_demo_and_ablation_run_end_to_end_on_the_tiny_base(tiny_base, tmp_path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..fsutil import atomic_write_text
+from ..toy import recipe
 from .bench_cmd import bench_app
 from .render import RichReporter, emit_json, out_console, setup_logging
 
@@ -15,10 +16,10 @@ from .render import RichReporter, emit_json, out_console, setup_logging
 def cmd_bench_toy(
     motion: list[str] = typer.Option(["slide_right", "rise", "grow"], "--motion", "-m",
                                      help="Toy motions to learn (repeat)."),
-    steps: int = typer.Option(400, "--steps", help="Training steps per motion (the demo's)."),
+    steps: int = typer.Option(recipe.TRAIN_STEPS, "--steps", min=1, help="Training steps per motion (the demo's)."),
     targets: int = typer.Option(3, "--targets", help="Unseen shape/colour pairs generated per motion, seed and variant."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds (from --seed): each learns every motion from its own clips."),
-    sample_steps: int = typer.Option(25, "--sample-steps", help="DDIM steps per video."),
+    sample_steps: int = typer.Option(recipe.SAMPLE_STEPS, "--sample-steps", help="DDIM steps per video."),
     seed: int = typer.Option(0, "--seed", help="Seed for clips, training and sampling."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Also write the markdown table to this file."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -33,7 +34,7 @@ def cmd_bench_toy(
 
       lamp bench toy --motion slide_right --motion rise --motion spin --seeds 3 --out toy_ablation.md
     """
-    from ..toy.ablation import markdown_table, run_ablation, verdict_line
+    from ..toy.ablation import markdown_table, run_ablation, shape_table, verdict_line
 
     setup_logging()
     rows, record = run_ablation(
@@ -41,12 +42,16 @@ def cmd_bench_toy(
         progress=None if json_out else RichReporter(),
     )
     table = markdown_table(rows)
+    by_shape = shape_table(record["videos"])
     verdicts = [f"{r.motion}: {verdict_line(r)}" for r in rows if r.variant == "full"]
     if out is not None:
-        atomic_write_text(out, table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n")
+        atomic_write_text(out, table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\nFull method by shape:\n\n"
+                          + by_shape + "\n")
     if json_out:
-        emit_json({"rows": [r.__dict__ for r in rows], "verdicts": verdicts, "record": record, "markdown": table})
+        emit_json({"rows": [r.__dict__ for r in rows], "verdicts": verdicts, "record": record, "markdown": table,
+                   "by_shape": by_shape})
         return
     out_console.print(table, highlight=False, soft_wrap=True)
     for line in verdicts:
         out_console.print(line, highlight=False, soft_wrap=True)
+    out_console.print("\nFull method by shape:\n" + by_shape, highlight=False, soft_wrap=True)

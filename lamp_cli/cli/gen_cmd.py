@@ -222,7 +222,8 @@ def _run(
         device = state.device
     info(f"loading base '{request.base}' ...")
     engine = Engine(request.base, device=device, dtype=request.dtype, compile=request.compile,
-                    offload=request.offload, first_frame_model=request.first_frame_model, loras=list(request.loras))
+                    offload=request.offload, first_frame_model=request.first_frame_model, loras=list(request.loras),
+                    first_frame_round_trip=request.first_frame_round_trip)
     want = expect.get("base_fingerprint")
     if want and want != engine.base.fingerprint:
         info(f"[yellow]Warning:[/yellow] base '{request.base}' is not the one the video was made with (fingerprint {engine.base.fingerprint} != {want}); the video will differ")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,23 +29,19 @@ from ..engine import Engine
 from ..errors import InvalidInput
 from ..models.base import BaseComponents, load_base
 from ..progress import Reporter, reporter_or_null
-from ..train import train_motion
 from . import world
 from .demo import (
-    COLOUR_KEPT_MIN,
     DEMO_GUIDANCE,
-    DEMO_LR,
-    DEMO_MIN_TIMESTEP,
     DEMO_SAMPLE_STEPS,
     DEMO_TRAIN_STEPS,
     FRAMES,
-    PATH_ERROR_MAX,
-    SHAPE_KEPT_MIN,
     check_content,
     check_motion,
+    first_frame_input,
+    learn_motion,
     pick_first_frame,
+    shortfalls,
     verdict,
-    write_demo_clips,
 )
 
 DEFAULT_MOTIONS = ("slide_right", "rise", "grow")
@@ -98,18 +93,10 @@ def unseen_targets(motion: str, n: int, seed: int) -> list[tuple[str, str, str]]
 
 def _train(components: Any, motion: str, picks: list[tuple[str, str, str]], *, steps: int, seed: int,
            progress: Reporter) -> Any:
-    """Learn `motion` from the demo's clips (recipe and all), none showing a target's pair."""
-    import tempfile
-
-
-    with tempfile.TemporaryDirectory(prefix="lamp-ablation-") as tmp:
-        write_demo_clips(motion, Path(tmp), seed=seed, exclude=[(s, c) for s, c, _ in picks])
-        return train_motion(
-            tmp, f"ablation-{motion.replace('_', '-')}", base=components, steps=steps, frames=FRAMES,
-            stride=1, width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=seed, device="cpu",
-            checkpoint_every=0, force=True, publish=False, progress=progress, flip=motion in world.MIRROR_SAFE,
-            min_timestep=DEMO_MIN_TIMESTEP,
-        )
+    """Learn `motion` with the demo's recipe, from clips none of which shows a target's pair."""
+    trained, _ = learn_motion(components, motion, f"ablation-{motion.replace('_', '-')}", seed=seed,
+                              exclude=[(s, c) for s, c, _ in picks], steps=steps, publish=False, progress=progress)
+    return trained
 
 
 def _videos(engine: Any, adapter: Any, motion: str, picks: list[tuple[str, str, str]], variants: Sequence[str], *,
@@ -119,16 +106,17 @@ def _videos(engine: Any, adapter: Any, motion: str, picks: list[tuple[str, str, 
     no_conv = without_temporal_conv(adapter)
     # One first frame per target, shared by every variant that uses one.
     firsts = {
-        t: pick_first_frame(engine, world.caption(*t), motion, seed=seed + 100 * k, steps=sample_steps)[0]
+        t: pick_first_frame(engine, world.caption(*t), motion, seed=seed + 100 * k, steps=sample_steps).first
         for k, t in enumerate(picks)
     }
+    shapes = {t: world.read_frame(made.image).shape for t, made in firsts.items()}
     out = []
     for variant in variants:
         for k, t in enumerate(picks):
             clean_first = variant != "no first frame"
             frames = engine.sample(
                 [(no_conv if variant == "no temporal conv" else adapter, 1.0)], world.caption(*t),
-                firsts[t] if clean_first else None,
+                first_frame_input(firsts[t]) if clean_first else None,
                 frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed + k,
                 shared_noise=0.0 if variant == "no shared noise" else 0.2,
                 adain=variant != "no AdaIN",
@@ -137,7 +125,7 @@ def _videos(engine: Any, adapter: Any, motion: str, picks: list[tuple[str, str, 
             ).frames
             check = check_motion(frames, motion)
             # frame 1's shape: the given image's; without one, the prompt's
-            content = check_content(frames, t, shape=world.read_frame(firsts[t]).shape if clean_first else None)
+            content = check_content(frames, t, shape=shapes[t] if clean_first else None)
             out.append({"motion": motion, "variant": variant, "seed": seed, "target": t,
                         "error_px": check.error, "velocity": check.velocity, "colour_kept": content.colour_kept,
                         "shape": content.shape, "shape_kept": content.shape_kept, "smudges": content.smudges,
@@ -219,13 +207,7 @@ def run_ablation(
 
 def verdict_line(row: Row) -> str:
     """One line for a motion's full method: its means against the bars `lamp demo` applies."""
-    faults = []
-    if not row.motion_error <= PATH_ERROR_MAX:
-        faults.append(f"path error {row.motion_error:.1f} px > {PATH_ERROR_MAX:g}")
-    if not row.shape >= SHAPE_KEPT_MIN:
-        faults.append(f"shape kept {row.shape:.2f} < {SHAPE_KEPT_MIN:g}")
-    if not row.content >= COLOUR_KEPT_MIN:
-        faults.append(f"colour kept {row.content:.2f} < {COLOUR_KEPT_MIN:g}")
+    faults = shortfalls(row.motion_error, row.shape, row.content)
     head = "no transfer: " + "; ".join(faults) if faults else (
         f"transfer: path error {row.motion_error:.1f} px, shape kept {row.shape:.2f}, colour kept {row.content:.2f}")
     return f"{head} ({row.smudges:.1f} smudges per video; {row.transfers:.0%} of {row.videos} videos pass on their own)"
@@ -243,3 +225,21 @@ def markdown_table(rows: Sequence[Row]) -> str:
                      f"| {r.shape:.2f} ± {r.shape_sd:.2f} | {r.content:.2f} ± {r.content_sd:.2f} | {r.smudges:.1f} "
                      f"| {r.first_frame:.2f} | {r.transfers:.2f} | {r.videos} ({r.seeds}) |")
     return "\n".join(lines)
+
+
+def shape_table(videos: Sequence[dict[str, Any]]) -> str:
+    """The full method's videos by the prompt's shape, over every motion and seed: which shapes the
+    learned motions carry (the toy base draws some shapes far better than others, docs/toy.md)."""
+    lines = ["| shape (prompt) | videos | path error (px) ↓ | shape kept ↑ | colour kept ↑ | transfers ↑ |",
+             "|---|---:|---:|---:|---:|---:|"]
+    full = [v for v in videos if v["variant"] == "full"]
+    for shape in world.SHAPES:
+        mine = [v for v in full if v["target"][0] == shape]
+        if not mine:
+            continue
+        err = [v["error_px"] for v in mine if np.isfinite(v["error_px"])]
+        lines.append(f"| {shape} | {len(mine)} | {np.mean(err) if err else float('nan'):.2f} "
+                     f"| {np.mean([v['shape_kept'] for v in mine]):.2f} | {np.mean([v['colour_kept'] for v in mine]):.2f} "
+                     f"| {np.mean([v['verdict'].startswith('transfer') for v in mine]):.2f} |")
+    return "\n".join(lines)
+

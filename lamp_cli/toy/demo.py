@@ -28,25 +28,17 @@ from ..registry import Registry, validate_name
 from ..train import train_motion
 from ..video import write_video
 from . import world
+from .recipe import CLIPS as DEMO_CLIPS
+from .recipe import CLIPS_RADIUS as DEMO_CLIPS_RADIUS
+from .recipe import CLIPS_UPRIGHT as DEMO_CLIPS_UPRIGHT
+from .recipe import FRAMES
+from .recipe import GUIDANCE as DEMO_GUIDANCE
+from .recipe import LR as DEMO_LR
+from .recipe import MIN_TIMESTEP as DEMO_MIN_TIMESTEP
+from .recipe import SAMPLE_STEPS as DEMO_SAMPLE_STEPS
+from .recipe import TRAIN_STEPS as DEMO_TRAIN_STEPS
 
 log = logging.getLogger("lamp")
-
-# Toy-scale training: the paper's lr (3e-5) is for SD's 860 M-parameter UNet and 10 000 steps; the
-# toy UNet's motion layers learn a slide in a few hundred steps at a higher rate.
-DEMO_TRAIN_STEPS = 400
-DEMO_LR = 1e-3
-DEMO_SAMPLE_STEPS = 25
-DEMO_GUIDANCE = 5.0
-DEMO_CLIPS = 8
-# The clips show their shapes upright, as the toy base draws them: motion layers tuned on shapes
-# turned at random pull every frame after the first towards a turned, i.e. rounded, average
-# (docs/toy.md, "Why the content did not stay").
-DEMO_CLIPS_UPRIGHT = True
-DEMO_CLIPS_RADIUS = (7.0, 11.0)
-# The motion layers learn (and so act, Engine.sample) on noise levels t >= this only: the last,
-# low-noise steps then draw each frame's detail from frame 1 through the first-frame attention.
-DEMO_MIN_TIMESTEP = 200
-FRAMES = 16
 
 
 @dataclass
@@ -150,17 +142,24 @@ def check_content(frames: np.ndarray, target: tuple[str, str, str], shape: str |
     )
 
 
+def shortfalls(path_error: float, shape_kept: float, colour_kept: float, purity: float | None = None, *,
+               shape: str = "shape") -> list[str]:
+    """The bars (above) a video, or a mean over videos, misses; each as a phrase."""
+    faults = []
+    if not path_error <= PATH_ERROR_MAX:  # NaN (no object found) misses too
+        faults.append(f"path error {path_error:.1f} px > {PATH_ERROR_MAX:g}")
+    if not shape_kept >= SHAPE_KEPT_MIN:
+        faults.append(f"the {shape} kept in {shape_kept:.2f} of frames < {SHAPE_KEPT_MIN:g}")
+    if not colour_kept >= COLOUR_KEPT_MIN:
+        faults.append(f"colours kept in {colour_kept:.2f} of frames < {COLOUR_KEPT_MIN:g}")
+    if purity is not None and not purity >= PURITY_MIN:
+        faults.append(f"colour purity {purity:.3f} < {PURITY_MIN:g}")
+    return faults
+
+
 def verdict(check: MotionCheck, content: ContentCheck) -> str:
     """One line: does the video show the trained motion on the new content, and keep the content?"""
-    faults = []
-    if not check.error <= PATH_ERROR_MAX:
-        faults.append(f"path error {check.error:.1f} px > {PATH_ERROR_MAX:g}")
-    if content.shape_kept < SHAPE_KEPT_MIN:
-        faults.append(f"the {content.shape} kept in {content.shape_kept:.2f} of frames < {SHAPE_KEPT_MIN:g}")
-    if content.colour_kept < COLOUR_KEPT_MIN:
-        faults.append(f"colours kept in {content.colour_kept:.2f} of frames < {COLOUR_KEPT_MIN:g}")
-    if content.purity < PURITY_MIN:
-        faults.append(f"colour purity {content.purity:.3f} < {PURITY_MIN:g}")
+    faults = shortfalls(check.error, content.shape_kept, content.colour_kept, content.purity, shape=content.shape)
     artefacts = f"{content.smudges} new smudges in {content.smudged_frames} of {content.moving_frames} frames"
     if faults:
         return "no transfer: " + "; ".join(faults) + f" ({artefacts})"
@@ -205,6 +204,24 @@ def write_demo_clips(
                              upright=DEMO_CLIPS_UPRIGHT, radius=DEMO_CLIPS_RADIUS)
 
 
+def learn_motion(components: Any, motion: str, name: str, *, seed: int, exclude: list[tuple[str, str]],
+                 steps: int = DEMO_TRAIN_STEPS, **train: Any) -> tuple[Any, list[tuple[Path, world.ClipSpec]]]:
+    """Learn `motion` from the demo's clips with the demo's recipe (lamp_cli/toy/recipe.py).
+
+    Returns `train_motion`'s result and the clips' specs (their files are gone by then); `train`
+    goes to `train_motion` (registry, publish, progress, adapter_dtype, ...)."""
+    with tempfile.TemporaryDirectory(prefix="lamp-toy-") as tmp:
+        written = write_demo_clips(motion, Path(tmp) / "clips", seed=seed, exclude=exclude)
+        trained = train_motion(
+            Path(tmp) / "clips", name, base=components, steps=steps, frames=FRAMES, stride=1,
+            width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=seed, device="cpu",
+            checkpoint_every=0, force=True,
+            flip=motion in world.MIRROR_SAFE,  # a mirrored slide_right would teach sliding left
+            min_timestep=DEMO_MIN_TIMESTEP, **train,
+        )
+    return trained, written
+
+
 def pick_unseen(motion: str, seed: int) -> tuple[str, str, str]:
     """The (shape, colour, background) the demo generates: one the toy base knows well.
 
@@ -217,24 +234,33 @@ def pick_unseen(motion: str, seed: int) -> tuple[str, str, str]:
     return triples[int(rng.integers(len(triples)))]
 
 
-FIRST_FRAME_CANDIDATES = 8
+FIRST_FRAME_CANDIDATES = 8  # text-to-image seeds drawn for every first frame
+FIRST_FRAME_MAX_CANDIDATES = 32  # more only while none reads as the prompt and fits the motion
 
 
 def room_to_move(reading: world.FrameReading, motion: str, frames: int = FRAMES) -> float:
     """How far (px) the object in a first frame stays inside the image along `motion`'s path.
 
-    The least, over the frames, distance between the border and the moved object (its centroid
-    plus the motion's displacement, minus the radius of a disc of its area); negative when the
-    motion would carry part of it out of view. -inf when no object was found.
+    The least, over the frames, distance between the border and the moved object (its extent
+    carried along the motion's displacement, and grown with it for "grow"), less the margin the
+    training clips always kept (`world.CLIP_MARGIN`); negative when the motion would carry part of
+    it closer to the border than any clip showed. -inf when no object was found.
     """
     if reading.centroid is None or reading.area == 0:
         return float("-inf")
-    radius = float(np.sqrt(reading.area / np.pi))
-    if motion == "grow":
-        radius *= (1 + world.GROW_RATE) ** (frames - 1)
+    cx, cy = reading.centroid
+    if reading.extent is None:  # a reading without extent: a disc of its area
+        r = float(np.sqrt(reading.area / np.pi))
+        x0, x1, y0, y1 = cx - r, cx + r, cy - r, cy + r
+    else:
+        x0, x1, y0, y1 = reading.extent
     path = np.asarray(reading.centroid) + world.motion_displacement(motion, frames)  # F×2 (x, y)
-    edges = np.concatenate([path, world.SIZE - 1 - path], axis=1)  # distance to each border
-    return float(edges.min() - radius)
+    scale = world.size_factors(motion, frames)  # F: the object's size relative to frame 1
+    edges = np.stack([
+        path[:, 0] - (cx - x0) * scale, world.SIZE - 1 - (path[:, 0] + (x1 - cx) * scale),
+        path[:, 1] - (cy - y0) * scale, world.SIZE - 1 - (path[:, 1] + (y1 - cy) * scale),
+    ])
+    return float(edges.min() - world.CLIP_MARGIN)
 
 
 def vae_round_trip(base: Any, image: np.ndarray) -> np.ndarray:
@@ -245,19 +271,30 @@ def vae_round_trip(base: Any, image: np.ndarray) -> np.ndarray:
     return decode_latents(base.vae, z[:, :, None], base.latent_scale)[0]
 
 
+@dataclass
+class FirstFramePick:
+    """The first frame `pick_first_frame` keeps, and what choosing it took."""
+
+    first: Any  # first_frame.FirstFrame: pass `first_frame_input(first)` to Engine.sample
+    seed: int  # the text-to-image seed that made it
+    matching: int  # candidates that read as the prompt
+    drawn: int  # candidates drawn
+
+
 def pick_first_frame(engine: Any, prompt: str, motion: str, *, seed: int, steps: int,
-                     candidates: int = FIRST_FRAME_CANDIDATES) -> tuple[np.ndarray, int, int]:
-    """The text-to-image first frame (of `candidates` seeds from `seed`) a user would keep.
+                     candidates: int = FIRST_FRAME_CANDIDATES,
+                     max_candidates: int = FIRST_FRAME_MAX_CANDIDATES) -> FirstFramePick:
+    """The text-to-image first frame (seeds from `seed`) a user would keep.
 
     As a user would: an image that shows what the prompt asks for (when the prompt is a world
-    caption and any candidate reads as it); of those, one with room for the motion's whole path,
-    as one picks a first frame for "slides right" with the object on the left (the clips' objects
-    always had room; a slide that would leave the image is not the trained motion); of those, one
-    that still reads as the prompt as the video's frame 1 will show it, after the VAE round trip
-    (the toy VAE's 16×16 latent turns some small stars into squares or discs and some squares
-    into discs: 11 of 45 candidates that read as the prompt, docs/toy.md); and then the one with
-    the most room. Returns the image, the seed that made it, and how many candidates read as the
-    prompt.
+    caption and any candidate reads as it); of those, one with room for the motion's whole path
+    (`room_to_move`), as one picks a first frame for "slides right" with the object on the left:
+    the clips' objects always had room, and a slide into the border is not the trained motion; of
+    those, one that still reads as the prompt as the video's frame 1 will show it (the image
+    itself where the base drew it, since the engine then starts from its latent; else after the
+    VAE round trip); and then the one with the most room. `candidates` are drawn, then more, one
+    at a time up to `max_candidates`, only while none meets all three, as a user draws again when
+    no picture fits.
     """
     try:
         target: tuple[str, str, str] | None = world.parse_caption(prompt)
@@ -265,19 +302,28 @@ def pick_first_frame(engine: Any, prompt: str, motion: str, *, seed: int, steps:
         target = None
     base = getattr(engine, "base", None)
     matching = 0
-    best: tuple[tuple[bool, bool, bool, float], np.ndarray, int] | None = None
-    for s in range(seed, seed + candidates):
-        image, _ = engine.first_frames()(prompt, width=world.SIZE, height=world.SIZE, steps=steps, seed=s)
-        reading = world.read_frame(image)
+    best: tuple[tuple[bool, bool, bool, float], Any, int] | None = None
+    drawn = 0
+    while drawn < max(candidates, 1) or (drawn < max_candidates and not all(best[0][:3])):  # type: ignore[index]
+        s = seed + drawn
+        drawn += 1
+        made = engine.first_frames()(prompt, width=world.SIZE, height=world.SIZE, steps=steps, seed=s)
+        reading = world.read_frame(made.image)
         ok = target is not None and reading.matches(*target)
         matching += ok
         room = room_to_move(reading, motion)
-        survives = ok and (base is None or world.read_frame(vae_round_trip(base, image)).matches(*target))
+        shown = made.image if made.latent is not None or base is None else vae_round_trip(base, made.image)
+        survives = ok and world.read_frame(shown).matches(*target)
         key = (ok, room > 0, survives, room)
         if best is None or key > best[0]:
-            best = (key, image, s)
+            best = (key, made, s)
     assert best is not None
-    return best[1], best[2], matching
+    return FirstFramePick(best[1], best[2], matching, drawn)
+
+
+def first_frame_input(made: Any) -> Any:
+    """What `Engine.sample` takes for a picked first frame: the base's latent, else the image."""
+    return made.image if made.latent is None else made.latent
 
 
 @dataclass
@@ -371,36 +417,29 @@ def run_demo(
     shape, color, background = target
     prompt = world.caption(shape, color, background)
 
-    with tempfile.TemporaryDirectory(prefix="lamp-demo-") as tmp:
-        # 2. eight clips of the motion, none showing the target's (shape, colour) pair
-        written = write_demo_clips(motion, Path(tmp) / "clips", seed=seed, exclude=[(shape, color)])
-        pairs = [(spec.start.shape, spec.start.color) for _, spec in written]
-        example = written[0][1]  # shown above the generated video in the contact sheet
-        assert (shape, color) not in pairs
-        # 3. learn the motion (publishing replaces an earlier demo run of the same motion)
-        t0 = time.perf_counter()
-        trained = train_motion(
-            Path(tmp) / "clips", name, base=components, steps=steps, frames=FRAMES, stride=1,
-            width=world.SIZE, height=world.SIZE, lr=DEMO_LR, seed=seed, device="cpu",
-            checkpoint_every=0, force=True, registry=registry, progress=progress,
-            flip=motion in world.MIRROR_SAFE,  # a mirrored slide_right would teach sliding left
-            min_timestep=DEMO_MIN_TIMESTEP,
-        )
-        train_seconds = time.perf_counter() - t0
+    # 2. eight clips of the motion, none showing the target's (shape, colour) pair; 3. learn the
+    # motion (publishing replaces an earlier demo run of the same motion)
+    t0 = time.perf_counter()
+    trained, written = learn_motion(components, motion, name, seed=seed, exclude=[(shape, color)], steps=steps,
+                                    registry=registry, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    pairs = [(spec.start.shape, spec.start.color) for _, spec in written]
+    example = written[0][1]  # shown above the generated video in the contact sheet
+    assert (shape, color) not in pairs
 
     try:
         # 4. generate the unseen pair with the engine `lamp gen` uses; first frame from the base
         t0 = time.perf_counter()
         engine = Engine(components, first_frame_model="base")
-        first, first_seed, matching = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
+        pick = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
         result = engine.sample(
-            [(trained.adapter, 1.0)], prompt, first, frames=FRAMES, width=world.SIZE, height=world.SIZE,
+            [(trained.adapter, 1.0)], prompt, first_frame_input(pick.first), frames=FRAMES, width=world.SIZE, height=world.SIZE,
             steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed, progress=progress,
         )
         result.record["first_frame"] = {
-            "source": f"text-to-image (toy base): of {FIRST_FRAME_CANDIDATES} seeds, the best-placed one "
-                      "that reads as the prompt", "seed": first_seed,
-            "candidates": FIRST_FRAME_CANDIDATES, "candidates_matching_prompt": matching,
+            "source": f"text-to-image (toy base): of {pick.drawn} seeds, the best-placed one "
+                      "that reads as the prompt", "seed": pick.seed,
+            "candidates": pick.drawn, "candidates_matching_prompt": pick.matching,
         }
         sample_seconds = time.perf_counter() - t0
 
@@ -427,8 +466,8 @@ def run_demo(
             check=check_motion(result.frames, motion), first_frame=world.read_frame(result.frames[0]),
             files=files, train_seconds=train_seconds, sample_seconds=sample_seconds,
             train_steps=trained.steps, final_loss=trained.final_loss, record=result.record,
-            first_frame_candidates=(matching, FIRST_FRAME_CANDIDATES),
-            content=check_content(result.frames, target, shape=world.read_frame(first).shape),
+            first_frame_candidates=(pick.matching, pick.drawn),
+            content=check_content(result.frames, target, shape=world.read_frame(pick.first.image).shape),
         )
 
         sidecar = out / f"{stem}.json"

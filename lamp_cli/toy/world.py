@@ -44,6 +44,7 @@ BOUNCE_PERIOD = 8.0  # frames per hop
 # Motions a horizontal mirror image leaves the same: training may flip their clips at random (the
 # paper's augmentation). A mirrored slide_right slides left, a mirrored spin turns the other way.
 MIRROR_SAFE = frozenset({"rise", "fall", "grow"})
+CLIP_MARGIN = 2.0  # px: a clip's object stays at least this far (circumradius) from the border
 
 WORDS = tuple(
     dict.fromkeys(
@@ -168,7 +169,7 @@ def random_scene(
     *,
     pairs: Sequence[tuple[str, str, str]] | None = None,
     radius: tuple[float, float] = (8.0, 16.0),
-    margin: float = 2.0,
+    margin: float = CLIP_MARGIN,
 ) -> Scene:
     """A random scene: shape/colour/background from `pairs` (triples) or all valid ones."""
     if pairs:
@@ -256,7 +257,7 @@ def random_clip(
     frames: int = 16,
     pairs: Sequence[tuple[str, str, str]] | None = None,
     radius: tuple[float, float] = (7.0, 11.0),
-    margin: float = 2.0,
+    margin: float = CLIP_MARGIN,
     upright: bool = False,
 ) -> ClipSpec:
     """A clip of `motion` with a random shape/colour/background and a start that keeps it in view.
@@ -316,6 +317,12 @@ def make_clips(
 def centroid_path(spec: ClipSpec) -> np.ndarray:
     """Ground-truth centroid per frame, F×2 (x, y) in pixel-index coordinates."""
     return np.array([[s.cx, s.cy] for s in spec.scenes()], dtype=np.float64)
+
+
+def size_factors(motion: str, frames: int = 16) -> np.ndarray:
+    """The object's size in each frame relative to frame 0 under `motion` (F,)."""
+    probe = Scene("square", "red", "blue", 0.0, 0.0, 10.0)
+    return np.array([_scene_at(motion, probe, t).radius / probe.radius for t in range(frames)])
 
 
 def motion_displacement(motion: str, frames: int = 16) -> np.ndarray:
@@ -391,28 +398,32 @@ def object_mask(frame: np.ndarray, background: Sequence[float] | None = None, th
     return dist > threshold
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a mask (generated images can have specks)."""
+def _label_components(mask: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """4-connected components of a mask: a label image (0 outside, k for the k-th) and their sizes."""
     h, w = mask.shape
     labels = np.zeros((h, w), np.int32)
-    best, best_size, current = 0, 0, 0
+    sizes: list[int] = []
     for y, x in zip(*np.nonzero(mask), strict=True):
         if labels[y, x]:
             continue
-        current += 1
+        sizes.append(0)
+        current = len(sizes)
         stack = [(y, x)]
         labels[y, x] = current
-        size = 0
         while stack:
             cy, cx = stack.pop()
-            size += 1
+            sizes[-1] += 1
             for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
                 if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
                     labels[ny, nx] = current
                     stack.append((ny, nx))
-        if size > best_size:
-            best, best_size = current, size
-    return labels == best if best else np.zeros_like(mask)
+    return labels, sizes
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of a mask (generated images can have specks)."""
+    labels, sizes = _label_components(mask)
+    return labels == 1 + int(np.argmax(sizes)) if sizes else np.zeros_like(mask)
 
 
 def centroid(mask: np.ndarray) -> tuple[float, float] | None:
@@ -503,27 +514,6 @@ def off_palette(frame: np.ndarray, color: Sequence[float], background: Sequence[
     return (dist > tolerance).reshape(frame.shape[:2])
 
 
-def _components(mask: np.ndarray) -> list[int]:
-    """Sizes of a mask's 4-connected components."""
-    h, w = mask.shape
-    seen = np.zeros((h, w), bool)
-    sizes = []
-    for y, x in zip(*np.nonzero(mask), strict=True):
-        if seen[y, x]:
-            continue
-        seen[y, x] = True
-        stack, size = [(y, x)], 0
-        while stack:
-            cy, cx = stack.pop()
-            size += 1
-            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
-                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
-                    seen[ny, nx] = True
-                    stack.append((ny, nx))
-        sizes.append(size)
-    return sizes
-
-
 @dataclass
 class Purity:
     """How clean one frame's colours are, given the two colours it should show."""
@@ -542,7 +532,7 @@ def colour_purity(frame: np.ndarray, color: str | Sequence[float], background: s
     bg = COLORS[background] if isinstance(background, str) else background
     off = off_palette(frame, fg, bg)
     return Purity(pure=float(1.0 - off.mean()),
-                  smudges=sum(1 for n in _components(off) if n >= SMUDGE_MIN_PIXELS))
+                  smudges=sum(1 for n in _label_components(off)[1] if n >= SMUDGE_MIN_PIXELS))
 
 
 @dataclass
@@ -554,6 +544,7 @@ class FrameReading:
     background: str
     centroid: tuple[float, float] | None
     area: int
+    extent: tuple[int, int, int, int] | None = None  # the object's x_min, x_max, y_min, y_max (px)
 
     def matches(self, shape: str, color: str, background: str) -> bool:
         return (self.shape, self.color, self.background) == (shape, color, background)
@@ -573,4 +564,10 @@ def read_frame(frame: np.ndarray) -> FrameReading:
         background=background,
         centroid=centroid(mask),
         area=int(mask.sum()),
+        extent=_extent_of(mask),
     )
+
+
+def _extent_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())) if len(xs) else None

@@ -269,7 +269,7 @@ class TrainingEvaluator:
     adapter_dtype: Any  # torch dtype of the published adapter
     metadata: dict[str, str]  # lamp.* header of every scored adapter (name, base, frames, size)
     out: Path | None = None  # where to write each evaluation's videos (None: nowhere)
-    first_frames: list[np.ndarray] = field(default_factory=list)
+    first_frames: list[Any] = field(default_factory=list)  # images, or latents the base drew (as Engine.sample uses them)
     first_frame_info: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: Any = None  # MotionAdapter of the best step so far
@@ -317,12 +317,13 @@ class TrainingEvaluator:
         make = FirstFrameGenerator(self.engine.base, self.engine.place, model=self.engine.first_frame_model)
         with isolated_rng(self.engine.device):
             for prompt in self.plan.prompts:
-                image, info = make(
+                made = make(
                     prompt, width=self.plan.width, height=self.plan.height, steps=self.plan.steps,
                     negative="", seed=self.plan.seed,
                 )
-                self.first_frames.append(image)
-                self.first_frame_info.append({"source": "text-to-image", **info})
+                # the base's own latent where it drew the frame, as `Engine.sample` starts from it
+                self.first_frames.append(made.image if made.latent is None else made.latent)
+                self.first_frame_info.append({"source": "text-to-image", **made.info})
         del make
         if self.engine.device.type == "cuda":
             import torch
