@@ -521,7 +521,7 @@ def _load_tuning_record(folder: Path) -> dict[str, Any] | None:
 
 
 def _train(
-    train_motion: Any, video: Path, name: str, base: Any, prompt: str, steps: int, window: EditWindow, lr: float,
+    video: Path, name: str, base: Any, prompt: str, steps: int, window: EditWindow, lr: float,
     registry: Registry, device: str, progress: Reporter | None, resume: bool,
 ) -> Any:
     """train_motion on exactly the edit window, in order, never flipped (a resumed run checks
@@ -598,7 +598,7 @@ def _find_or_train(
     # train_motion loads its own fp32 copy and trains in mixed precision.
     shared_base = engine.base if engine.dtype == torch.float32 else engine.base.spec
     try:
-        result = _train(training.train_motion, video, name, shared_base, source_prompt, train_steps, window, lr, registry,
+        result = _train(video, name, shared_base, source_prompt, train_steps, window, lr, registry,
                         device, progress, resume)
     except Interrupted as e:
         raise Interrupted(e.message, hint="run the same `lamp edit` command again to continue the tuning") from None

@@ -45,12 +45,14 @@ from .sampling import (
     default_overlap,
     encode_first_frame,
     guided_noise,
-    histogram_match,
     image_digest,
     new_seed,
     noised,
     plan_windows,
     shared_noise_latents,
+)
+from .sampling import (
+    histogram_match as match_histograms,
 )
 from .settings import DEFAULTS
 from .video import load_image
@@ -413,7 +415,7 @@ class Engine:
         with self.on_device(self.base.vae):
             pixels = decode_latents(self.base.vae, video, self.base.latent_scale, chunk=decode_chunk)
         if histogram_match:
-            pixels = histogram_match_frames(pixels)
+            pixels = match_histograms(pixels, reference=0)  # frames 1.. to the decoded first frame
         decode_s = time.perf_counter() - t0
 
         # 7. The record: enough to make the same video again.
@@ -511,8 +513,3 @@ class Engine:
         if context > 1:  # the known frames are the previous window's output, exactly
             latents[:, :, 1:context] = known[:, :, 1:]
         return latents
-
-
-def histogram_match_frames(frames: np.ndarray) -> np.ndarray:
-    """Frames 1.. matched per RGB channel to frame 0 (the decoded first frame)."""
-    return histogram_match(frames, reference=0)
