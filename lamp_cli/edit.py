@@ -45,6 +45,7 @@ from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
 from .requests import SampleRequest
 from .settings import lamp_home
+from .tensorfile import file_sha256
 from .train import caption_file, checkpoint_path, prompt_from_path
 from .video import VIDEO_EXTENSIONS, load_image, probe_video, read_video, resize_center_crop, sample_window
 
@@ -189,15 +190,6 @@ def export_first_frame(video: str | Path, file: str | Path, window: EditWindow) 
 # --------------------------------------------------------------------------------------------
 # Hashes and cache keys
 # --------------------------------------------------------------------------------------------
-def video_sha256(video: str | Path) -> str:
-    """The content hash of a video file (its bytes: renaming or moving it keeps its tunings)."""
-    h = hashlib.sha256()
-    with Path(video).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -745,7 +737,7 @@ def edit_video(
 
     # 2. The window, as pixels, and the video's identity.
     window_frames, fps = read_window(video, window)
-    video_hash = video_sha256(video)
+    video_hash = file_sha256(video)  # its bytes: renaming or moving it keeps its tunings
 
     # 3. Models, once.
     t0 = time.perf_counter()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInput, NotFound, UsageError
+from .tensorfile import file_sha256, read_state_dict
 
 log = logging.getLogger("lamp")
 
@@ -92,40 +93,16 @@ def resolve_loras(cli: list[str] | None) -> list[LoraSpec]:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_lora(spec: LoraSpec) -> tuple[dict[str, Any], LoraSpec]:
     """The LoRA's tensors (safetensors, or a pickle through weights_only=True) and its spec with
     the file's sha256 filled in."""
-    import torch
 
     path = spec.path
     if not path.is_file():
         raise NotFound(f"LoRA file {path} not found", hint="pass an existing .safetensors file to --lora")
     if path.suffix.lower() not in LORA_SUFFIXES:
         raise InvalidInput(f"{path} is not a LoRA file (expected {', '.join(LORA_SUFFIXES)})")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            sd = load_file(str(path))
-        except Exception as e:
-            raise InvalidInput(f"{path} is not a readable .safetensors file ({e})") from None
-    else:
-        try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InvalidInput(f"{path} cannot be read as plain tensors ({type(e).__name__})",
-                               hint="lamp loads pickled files only with weights_only=True; use a .safetensors LoRA") from None
-        if not isinstance(sd, dict):
-            raise InvalidInput(f"{path} does not hold a LoRA state dict")
-        sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    sd = read_state_dict(path, hint="use a .safetensors LoRA")
     if not any(("lora" in k.lower() or "hada_" in k or "lokr_" in k) for k in sd):
         raise InvalidInput(f"{path} is not a LoRA (no lora weights among its {len(sd)} tensors)",
                            hint="a full model checkpoint goes to --base, not --lora")

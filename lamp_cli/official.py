@@ -17,7 +17,6 @@ stored; a failed import leaves the registry as it was.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from .jsonio import dumps_strict, loads_strict
 from .models.base import architecture_of, fingerprint, quiet_hf_progress, resolve_base_path
 from .progress import Reporter, reporter_or_null
 from .registry import Registry, validate_name
+from .tensorfile import file_sha256, load_weights_only
 
 if TYPE_CHECKING:
     from .registry import Manifest, Registry
@@ -216,7 +216,7 @@ def load_state_dict(weights: Path) -> dict[str, Any]:
             raise InvalidInput(f"{weights} is not a readable safetensors file ({e})") from e
     else:
         try:
-            state = _torch_load_tensors(weights)
+            state = load_weights_only(weights)
         except Exception as e:  # the restricted unpickler refused, or this is not a weights file
             blocked = blocked_globals(weights)
             if blocked:
@@ -321,24 +321,6 @@ def _safe_global(name: str) -> bool:
     return name.startswith(_SAFE_GLOBAL_PREFIXES) or name in _SAFE_GLOBALS
 
 
-def _torch_load_tensors(weights: Path) -> Any:
-    """`torch.load` restricted to tensors and plain containers; memory-mapped when the file is in
-    torch's zip format (a 4.4 GB checkpoint then costs page cache, not a second copy in RAM).
-    torch's warnings about pickle protocols are silenced: a refusal is reported by lamp."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        try:
-            return torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e) and "zipfile" not in str(e):
-                raise
-        return torch.load(weights, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
-
-
 def check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], *, what: str) -> None:
     """Same key set and shapes as the VideoUNet inflated from the base; InvalidInput naming what differs."""
     missing = sorted(set(expected) - set(state))
@@ -416,14 +398,6 @@ def compare_frozen(
             if d > worst:
                 worst, worst_key = d, key
     return BaseDifference(compared, differing, worst, worst_key)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prompt_from_folder(folder_name: str) -> str:

@@ -61,6 +61,7 @@ from .fsutil import (
 from .jsonio import dumps_strict, loads_strict
 from .settings import DEFAULT_LOCK_TIMEOUT, lamp_home  # noqa: F401 (re-exported)
 from .settings import lock_timeout as lock_timeout_setting
+from .tensorfile import file_sha256
 
 log = logging.getLogger("lamp")
 
@@ -207,14 +208,6 @@ def _stale_temp(tmp: Path, mtime: float, now: float) -> bool:
     (a writer rewrites its temp file continuously, and a pid may be reused by another process)."""
     age = now - mtime
     return age > STALE_TMP_DAY_SECONDS or (age > STALE_TMP_SECONDS and not writer_alive(tmp))
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Registry:
@@ -376,7 +369,7 @@ class Registry:
                 ok = hashlib.sha256(data).hexdigest() == m.hexdigest
             else:
                 data = None
-                ok = _hash_file(m.blob_path) == m.hexdigest
+                ok = file_sha256(m.blob_path) == m.hexdigest
         except FileNotFoundError:
             raise RegistryError(
                 f"motion '{m.name}' is damaged: its blob {m.blob_path} is missing",
@@ -472,7 +465,7 @@ class Registry:
             new_blob = not blob.exists()
             try:
                 # a blob already there is reused, unless it is damaged: then these bytes repair it
-                if new_blob or _hash_file(blob) != digest_hex:
+                if new_blob or file_sha256(blob) != digest_hex:
                     write_blob(blob)
                 atomic_write_text(
                     self.manifest_path(name), _manifest_text(m)

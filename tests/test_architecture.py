@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "lamp_cli.errors": 0,
     "lamp_cli.jsonio": 0,
     "lamp_cli.lora": 0,
+    "lamp_cli.tensorfile": 0,
     "lamp_cli.schema": 0,
     "lamp_cli.fsutil": 0,
     "lamp_cli.progress": 0,

@@ -278,7 +278,7 @@ def replay_base_record(record: dict[str, Any]) -> tuple[str, list[Any]]:
     or no longer has the recorded sha256: the video could not be made again.
     """
     from ..lora import LoraSpec
-    from ..lora import file_sha256 as lora_sha256
+    from ..tensorfile import file_sha256 as lora_sha256
 
     spec = str(record["spec"])
     want = record.get("sha256")

@@ -18,7 +18,6 @@ map them to diffusers names, and `save_single_file` writes the reverse (for test
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ from typing import Any
 
 from ..errors import BaseModelMissing, InvalidInput, NotFound
 from ..fsutil import TMP_PREFIX, atomic_write_text, writer_alive
+from ..tensorfile import file_sha256 as sha256_of
+from ..tensorfile import read_state_dict
 from .names import SD_PIPELINE_INDEX
 
 log = logging.getLogger("lamp")
@@ -79,11 +80,7 @@ def file_sha256(path: str | Path) -> str:
     entry = index.get(str(path))
     if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
         return str(entry["sha256"])
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = sha256_of(path)
     index[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     try:
         atomic_write_text(index_file, json.dumps(index, indent=1, sort_keys=True))
@@ -122,31 +119,6 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
     except Exception as e:  # SafetensorError, OSError: not a safetensors file at all
         raise InvalidInput(f"{path} is not a readable .safetensors file ({e})",
                            hint="pass an SD-1.x checkpoint (.safetensors or .ckpt)") from None
-
-
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """All tensors of a checkpoint; pickled files only through torch.load(weights_only=True)."""
-    import torch
-
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:
-            raise InvalidInput(f"{path} is not a readable .safetensors file ({e})") from None
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError (code in the pickle), zip errors, truncation
-        raise InvalidInput(
-            f"{path} cannot be read as a plain tensor checkpoint ({type(e).__name__})",
-            hint="lamp loads pickled files only with weights_only=True; use the model's .safetensors release",
-        ) from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path} does not hold a state dict (found {type(data).__name__})")
-    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
 def classify(shapes: dict[str, tuple[int, ...]], what: str) -> None:
