@@ -359,3 +359,49 @@ def test_demo_and_ablation_run_end_to_end_on_the_tiny_base(tiny_base, tmp_path) 
     assert [r.variant for r in rows] == list(VARIANTS) and all(r.videos == 1 for r in rows)
     assert record["videos"][VARIANTS.index("no first frame")]["variant"] == "no first frame"
     assert markdown_table(rows).count("\n") == len(rows) + 1
+
+
+def test_room_to_move_uses_the_objects_extent_its_growth_and_the_clips_margin() -> None:
+    from lamp_cli.toy.demo import room_to_move
+
+    assert world.size_factors("grow")[-1] == pytest.approx(1 + world.GROW_RATE * 15)
+    assert np.all(world.size_factors("slide_right") == 1.0)
+    small = world.read_frame(world.render(world.Scene("circle", "red", "blue", 32.0, 32.0, 8.0)))
+    big = world.read_frame(world.render(world.Scene("circle", "red", "blue", 32.0, 32.0, 19.0)))
+    # radius 8 grows to 12.8 and stays inside; 19 grows to 30.4 and would cross the border
+    assert room_to_move(small, "grow") > 0 > room_to_move(big, "grow")
+    assert room_to_move(big, "spin") > 0  # the same object, not growing, fits
+    # a square reaches further than a disc of its area: the extent decides, with the clips' 2 px margin
+    square = world.read_frame(world.render(world.Scene("square", "red", "blue", 24.0, 32.0, 9.0)))
+    x_max = square.extent[1]
+    assert room_to_move(square, "slide_right") == pytest.approx(world.SIZE - 1 - (x_max + 30) - world.CLIP_MARGIN, abs=0.01)
+
+
+def test_shape_table_sums_up_the_full_methods_videos_by_shape() -> None:
+    from lamp_cli.toy.ablation import shape_table
+
+    def video(shape, err, kept, verdict, variant="full"):
+        return {"variant": variant, "target": (shape, "red", "blue"), "error_px": err, "shape_kept": kept,
+                "colour_kept": 1.0, "verdict": verdict}
+
+    table = shape_table([video("square", 1.0, 1.0, "transfer: ok"), video("square", 3.0, 0.5, "no transfer: x"),
+                         video("star", float("nan"), 0.0, "no transfer: y"), video("circle", 9.0, 0.0, "x", "no AdaIN")])
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"square", "star"}  # shapes in order, only the full method's videos
+    assert rows["square"] == "| square | 2 | 2.00 | 0.75 | 1.00 | 0.50 |"
+    assert rows["star"].startswith("| star | 1 | nan | 0.00 |")
+
+
+def test_demo_and_bench_defaults_are_the_recipes() -> None:
+    from typer.main import get_command
+
+    from lamp_cli.cli.app import app
+    from lamp_cli.toy import recipe
+
+    root = get_command(app)
+    for path in (("demo",), ("bench", "toy")):
+        cmd = root
+        for name in path:
+            cmd = cmd.commands[name]
+        steps = next(p for p in cmd.params if p.name == "steps")
+        assert steps.default == recipe.TRAIN_STEPS, path
