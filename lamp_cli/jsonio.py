@@ -60,6 +60,18 @@ def _first_non_finite(value: Any, path: str = "") -> str | None:
     return None
 
 
+def nulls_for_unmeasured(value: Any) -> Any:
+    """`value` with every NaN or infinite float (a measurement that found nothing to measure, e.g.
+    no object in any frame) replaced by null, for documents where that is a result, not a fault."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nulls_for_unmeasured(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nulls_for_unmeasured(v) for v in value]
+    return value
+
+
 def dumps_strict(value: Any, *, what: str = "output", **kw: Any) -> str:
     """`json.dumps` that refuses NaN/Infinity (InvalidInput naming where), never writing them."""
     try:

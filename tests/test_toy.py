@@ -405,3 +405,15 @@ def test_demo_and_bench_defaults_are_the_recipes() -> None:
             cmd = cmd.commands[name]
         steps = next(p for p in cmd.params if p.name == "steps")
         assert steps.default == recipe.TRAIN_STEPS, path
+
+
+def test_unmeasured_values_are_written_as_null_not_refused() -> None:
+    """`lamp bench toy --json` / `lamp demo --json`: a variant that draws no object has no path (NaN);
+    its JSON says null there instead of refusing the whole document."""
+    import json
+
+    from lamp_cli.jsonio import dumps_strict, nulls_for_unmeasured
+
+    doc = {"rows": [{"motion_error": float("nan"), "shape": 0.5}], "v": (1.0, float("inf")), "n": 3}
+    out = json.loads(dumps_strict(nulls_for_unmeasured(doc)))
+    assert out == {"rows": [{"motion_error": None, "shape": 0.5}], "v": [1.0, None], "n": 3}

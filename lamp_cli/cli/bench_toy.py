@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..fsutil import atomic_write_text
+from ..jsonio import nulls_for_unmeasured
 from ..toy import recipe
 from .bench_cmd import bench_app
 from .render import RichReporter, emit_json, out_console, setup_logging
@@ -48,8 +49,9 @@ def cmd_bench_toy(
         atomic_write_text(out, table + "\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n\nFull method by shape:\n\n"
                           + by_shape + "\n")
     if json_out:
-        emit_json({"rows": [r.__dict__ for r in rows], "verdicts": verdicts, "record": record, "markdown": table,
-                   "by_shape": by_shape})
+        # a variant that draws no object (no first frame) has no path: null, not a refusal
+        emit_json(nulls_for_unmeasured({"rows": [r.__dict__ for r in rows], "verdicts": verdicts, "record": record,
+                                        "markdown": table, "by_shape": by_shape}))
         return
     out_console.print(table, highlight=False, soft_wrap=True)
     for line in verdicts:

@@ -21,7 +21,7 @@ import numpy as np
 from ..engine import Engine
 from ..errors import InvalidInput
 from ..fsutil import atomic_write_text, atomic_writer
-from ..jsonio import dumps_strict
+from ..jsonio import dumps_strict, nulls_for_unmeasured
 from ..models.base import BaseComponents, load_base
 from ..progress import Reporter
 from ..registry import Registry, validate_name
@@ -357,7 +357,7 @@ class DemoResult:
     def to_json(self) -> dict[str, Any]:
         shape, color, background = self.target
         content = self.content.to_json() if self.content is not None else {}
-        return {
+        return nulls_for_unmeasured({
             "motion": self.motion,
             "path_error_px": round(self.check.error, 3),
             "shape_kept": content.get("shape_kept"),
@@ -382,7 +382,7 @@ class DemoResult:
             "train_steps": self.train_steps,
             "final_loss": self.final_loss,
             "seed": self.record.get("seed"),
-        }
+        })
 
 
 def run_demo(
