@@ -352,8 +352,10 @@ def test_demo_and_ablation_run_end_to_end_on_the_tiny_base(tiny_base, tmp_path) 
     registry = Registry(tmp_path / "registry")
     demo = run_demo("slide_right", out=tmp_path / "out", base=tiny_base, registry=registry, steps=1, sample_steps=2)
     assert {"mp4", "gif", "contact_sheet", "json"} <= set(demo.files) and all(p.exists() for p in demo.files.values())
-    assert demo.record["first_frame"]["seed"] in range(8) and not registry.exists(demo.name)
-    assert 0 <= demo.to_json()["first_frame"]["candidates_matching_prompt"] <= 8
+    drawn = demo.to_json()["first_frame"]["candidates"]  # 8, more (up to 32) while none fits
+    assert 8 <= drawn <= 32 and demo.record["first_frame"]["candidates"] == drawn
+    assert demo.record["first_frame"]["seed"] in range(drawn) and not registry.exists(demo.name)
+    assert 0 <= demo.to_json()["first_frame"]["candidates_matching_prompt"] <= drawn
     assert demo.to_json()["train_steps"] == 1
     rows, record = run_ablation(("rise",), train_steps=1, targets=1, sample_steps=2, base=tiny_base)
     assert [r.variant for r in rows] == list(VARIANTS) and all(r.videos == 1 for r in rows)
