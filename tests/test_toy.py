@@ -401,12 +401,12 @@ def test_demo_and_bench_defaults_are_the_recipes() -> None:
     from lamp_cli.toy import recipe
 
     root = get_command(app)
-    for path in (("demo",), ("bench", "toy")):
+    for path, want in ((("demo",), recipe.DEMO_TRAIN_STEPS), (("bench", "toy"), recipe.TRAIN_STEPS)):
         cmd = root
         for name in path:
             cmd = cmd.commands[name]
         steps = next(p for p in cmd.params if p.name == "steps")
-        assert steps.default == recipe.TRAIN_STEPS, path
+        assert steps.default == want, path
 
 
 def test_unmeasured_values_are_written_as_null_not_refused() -> None:

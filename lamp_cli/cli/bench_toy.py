@@ -17,7 +17,7 @@ from .render import RichReporter, emit_json, out_console, setup_logging
 def cmd_bench_toy(
     motion: list[str] = typer.Option(["slide_right", "rise", "grow"], "--motion", "-m",
                                      help="Toy motions to learn (repeat)."),
-    steps: int = typer.Option(recipe.TRAIN_STEPS, "--steps", min=1, help="Training steps per motion (the demo's)."),
+    steps: int = typer.Option(recipe.TRAIN_STEPS, "--steps", min=1, help="Training steps per motion (the toy recipe's)."),
     targets: int = typer.Option(3, "--targets", help="Unseen shape/colour pairs generated per motion, seed and variant."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds (from --seed): each learns every motion from its own clips."),
     sample_steps: int = typer.Option(recipe.SAMPLE_STEPS, "--sample-steps", help="DDIM steps per video."),

@@ -23,7 +23,7 @@ ToyMotion = Enum(
 
 def cmd_demo(
     motion: ToyMotion = typer.Option("slide_right", "--motion", "-m", help="The toy motion to learn."),
-    steps: int = typer.Option(recipe.TRAIN_STEPS, "--steps", min=1, help="Training steps (a few minutes on 2 CPU cores)."),
+    steps: int = typer.Option(recipe.DEMO_TRAIN_STEPS, "--steps", min=1, help="Training steps (a few minutes on 2 CPU cores)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the video files (default: ./lamp-demo-MOTION)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the trained motion in the registry as toy-MOTION."),
     seed: int = typer.Option(0, "--seed", help="Seed for the clips, the training and the video."),

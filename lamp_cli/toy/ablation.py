@@ -33,8 +33,8 @@ from . import world
 from .demo import (
     DEMO_GUIDANCE,
     DEMO_SAMPLE_STEPS,
-    DEMO_TRAIN_STEPS,
     FRAMES,
+    TRAIN_STEPS,
     check_content,
     check_motion,
     first_frame_input,
@@ -162,7 +162,7 @@ def _row(motion: str, variant: str, videos: list[dict[str, Any]]) -> Row:
 def run_ablation(
     motions: Sequence[str] = DEFAULT_MOTIONS,
     *,
-    train_steps: int = DEMO_TRAIN_STEPS,
+    train_steps: int = TRAIN_STEPS,
     targets: int = 3,
     seed: int = 0,
     seeds: int = 1,

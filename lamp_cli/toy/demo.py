@@ -31,12 +31,11 @@ from . import world
 from .recipe import CLIPS as DEMO_CLIPS
 from .recipe import CLIPS_RADIUS as DEMO_CLIPS_RADIUS
 from .recipe import CLIPS_UPRIGHT as DEMO_CLIPS_UPRIGHT
-from .recipe import FRAMES
+from .recipe import DEMO_TRAIN_STEPS, FRAMES, TRAIN_STEPS
 from .recipe import GUIDANCE as DEMO_GUIDANCE
 from .recipe import LR as DEMO_LR
 from .recipe import MIN_TIMESTEP as DEMO_MIN_TIMESTEP
 from .recipe import SAMPLE_STEPS as DEMO_SAMPLE_STEPS
-from .recipe import TRAIN_STEPS as DEMO_TRAIN_STEPS
 
 log = logging.getLogger("lamp")
 
@@ -205,7 +204,7 @@ def write_demo_clips(
 
 
 def learn_motion(components: Any, motion: str, name: str, *, seed: int, exclude: list[tuple[str, str]],
-                 steps: int = DEMO_TRAIN_STEPS, **train: Any) -> tuple[Any, list[tuple[Path, world.ClipSpec]]]:
+                 steps: int = TRAIN_STEPS, **train: Any) -> tuple[Any, list[tuple[Path, world.ClipSpec]]]:
     """Learn `motion` from the demo's clips with the demo's recipe (lamp_cli/toy/recipe.py).
 
     Returns `train_motion`'s result and the clips' specs (their files are gone by then); `train`
