@@ -90,6 +90,11 @@ class FirstFrame:
     info: dict[str, Any]
     latent: torch.Tensor | None = None
 
+    @property
+    def for_sampling(self) -> Any:
+        """What `Engine.sample` takes as this first frame: the base's latent, else the image."""
+        return self.image if self.latent is None else self.latent
+
 
 def base_text_to_latent(
     base: BaseComponents,

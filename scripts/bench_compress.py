@@ -226,7 +226,6 @@ def cmd_toy(args: argparse.Namespace) -> None:
         DEMO_SAMPLE_STEPS,
         FRAMES,
         check_motion,
-        first_frame_input,
         pick_first_frame,
     )
 
@@ -248,7 +247,7 @@ def cmd_toy(args: argparse.Namespace) -> None:
     motion = args.motion_name
     engine = Engine(load_base("toy"), first_frame_model="base")
     picks = unseen_targets(motion, args.targets, 0)
-    firsts = {t: first_frame_input(pick_first_frame(engine, world.caption(*t), motion, seed=100 * k, steps=DEMO_SAMPLE_STEPS).first)
+    firsts = {t: pick_first_frame(engine, world.caption(*t), motion, seed=100 * k, steps=DEMO_SAMPLE_STEPS).first.for_sampling
               for k, t in enumerate(picks)}
     print("| variant | file (kB) | × smaller | weights error | path error (px) | shape kept | content "
           "| path moved vs uncompressed (px) |")

@@ -37,7 +37,6 @@ from .demo import (
     TRAIN_STEPS,
     check_content,
     check_motion,
-    first_frame_input,
     learn_motion,
     pick_first_frame,
     shortfalls,
@@ -116,7 +115,7 @@ def _videos(engine: Any, adapter: Any, motion: str, picks: list[tuple[str, str, 
             clean_first = variant != "no first frame"
             frames = engine.sample(
                 [(no_conv if variant == "no temporal conv" else adapter, 1.0)], world.caption(*t),
-                first_frame_input(firsts[t]) if clean_first else None,
+                firsts[t].for_sampling if clean_first else None,
                 frames=FRAMES, width=size, height=size, steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed + k,
                 shared_noise=0.0 if variant == "no shared noise" else 0.2,
                 adain=variant != "no AdaIN",
@@ -242,4 +241,3 @@ def shape_table(videos: Sequence[dict[str, Any]]) -> str:
                      f"| {np.mean([v['shape_kept'] for v in mine]):.2f} | {np.mean([v['colour_kept'] for v in mine]):.2f} "
                      f"| {np.mean([v['verdict'].startswith('transfer') for v in mine]):.2f} |")
     return "\n".join(lines)
-

@@ -245,14 +245,10 @@ def room_to_move(reading: world.FrameReading, motion: str, frames: int = FRAMES)
     training clips always kept (`world.CLIP_MARGIN`); negative when the motion would carry part of
     it closer to the border than any clip showed. -inf when no object was found.
     """
-    if reading.centroid is None or reading.area == 0:
+    if reading.centroid is None or reading.extent is None:
         return float("-inf")
     cx, cy = reading.centroid
-    if reading.extent is None:  # a reading without extent: a disc of its area
-        r = float(np.sqrt(reading.area / np.pi))
-        x0, x1, y0, y1 = cx - r, cx + r, cy - r, cy + r
-    else:
-        x0, x1, y0, y1 = reading.extent
+    x0, x1, y0, y1 = reading.extent
     path = np.asarray(reading.centroid) + world.motion_displacement(motion, frames)  # F×2 (x, y)
     scale = world.size_factors(motion, frames)  # F: the object's size relative to frame 1
     edges = np.stack([
@@ -274,7 +270,7 @@ def vae_round_trip(base: Any, image: np.ndarray) -> np.ndarray:
 class FirstFramePick:
     """The first frame `pick_first_frame` keeps, and what choosing it took."""
 
-    first: Any  # first_frame.FirstFrame: pass `first_frame_input(first)` to Engine.sample
+    first: Any  # first_frame.FirstFrame: pass `first.for_sampling` to Engine.sample
     seed: int  # the text-to-image seed that made it
     matching: int  # candidates that read as the prompt
     drawn: int  # candidates drawn
@@ -318,11 +314,6 @@ def pick_first_frame(engine: Any, prompt: str, motion: str, *, seed: int, steps:
             best = (key, made, s)
     assert best is not None
     return FirstFramePick(best[1], best[2], matching, drawn)
-
-
-def first_frame_input(made: Any) -> Any:
-    """What `Engine.sample` takes for a picked first frame: the base's latent, else the image."""
-    return made.image if made.latent is None else made.latent
 
 
 @dataclass
@@ -432,7 +423,7 @@ def run_demo(
         engine = Engine(components, first_frame_model="base")
         pick = pick_first_frame(engine, prompt, motion, seed=seed, steps=sample_steps)
         result = engine.sample(
-            [(trained.adapter, 1.0)], prompt, first_frame_input(pick.first), frames=FRAMES, width=world.SIZE, height=world.SIZE,
+            [(trained.adapter, 1.0)], prompt, pick.first.for_sampling, frames=FRAMES, width=world.SIZE, height=world.SIZE,
             steps=sample_steps, guidance=DEMO_GUIDANCE, seed=seed, progress=progress,
         )
         result.record["first_frame"] = {

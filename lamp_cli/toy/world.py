@@ -544,7 +544,7 @@ class FrameReading:
     background: str
     centroid: tuple[float, float] | None
     area: int
-    extent: tuple[int, int, int, int] | None = None  # the object's x_min, x_max, y_min, y_max (px)
+    extent: tuple[int, int, int, int] | None  # the object's x_min, x_max, y_min, y_max (px); None: no object
 
     def matches(self, shape: str, color: str, background: str) -> bool:
         return (self.shape, self.color, self.background) == (shape, color, background)

@@ -321,8 +321,7 @@ class TrainingEvaluator:
                     prompt, width=self.plan.width, height=self.plan.height, steps=self.plan.steps,
                     negative="", seed=self.plan.seed,
                 )
-                # the base's own latent where it drew the frame, as `Engine.sample` starts from it
-                self.first_frames.append(made.image if made.latent is None else made.latent)
+                self.first_frames.append(made.for_sampling)  # as `Engine.sample` would start from it
                 self.first_frame_info.append({"source": "text-to-image", **made.info})
         del make
         if self.engine.device.type == "cuda":
